@@ -1,0 +1,7 @@
+/** Public surface of the engine: device, tensors and scopes, autodiff, ops, RNG, optimizers. */
+export { checkGpuErrors, type Gpu, gpu, GpuError, initDevice } from "./device.ts";
+export { counters, flush, pool, sync } from "./runtime.ts";
+export { numel, scope, type Shape, Tensor } from "./tensor.ts";
+export { backward, detach, isGradEnabled, noGrad, zeroGrad } from "./autograd.ts";
+export * from "./ops/index.ts";
+export { dropout, Generator } from "./random.ts";

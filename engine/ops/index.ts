@@ -1,0 +1,11 @@
+/** The op library: one import for models and tests. Also wires the few ops autograd needs. */
+import { installGradOps } from "../autograd.ts";
+import { add, addInPlace, copy, ones } from "./elementwise.ts";
+
+export * from "./elementwise.ts";
+export { max, mean, sum, variance } from "./reduce.ts";
+export { concat, pad, permute, reshape, slice, transpose } from "./shape.ts";
+export { linear, matmul } from "./matmul.ts";
+export { layer_norm, rms_norm, softmax } from "./norm.ts";
+
+installGradOps({ add, addInPlace, copy, ones });

@@ -1,0 +1,115 @@
+/**
+ * matmul (batched, either operand transposed, batch dims broadcast) and linear (PyTorch layout W: (out, in)).
+ * Forward: the tiled kernel of kernels/matmul.wgsl.ts with the tile chosen per adapter; backward: two more
+ * matmuls with the transposes folded into the kernel's indexing (never materialised); float64 reference below.
+ */
+import { DEFAULT_TILE, type MatmulTile, matmulGrid, matmulKernel } from "../../kernels/matmul.wgsl.ts";
+import { record } from "../autograd.ts";
+import { gpu } from "../device.ts";
+import { dispatch } from "../runtime.ts";
+import { type Shape, shapeStr, Tensor } from "../tensor.ts";
+import { broadcastShapes, sumTo } from "./elementwise.ts";
+import { sum } from "./reduce.ts";
+
+/** Per-adapter tile table (filled from bench/ sweeps); matched by substring of the adapter description. */
+const TILES: { match: RegExp; tile: MatmulTile }[] = [];
+
+export function matmulTile(): MatmulTile {
+  const name = gpu().adapterName;
+  return TILES.find((t) => t.match.test(name))?.tile ?? DEFAULT_TILE;
+}
+
+function dims(t: Tensor, trans: boolean): [number, number] {
+  const r = t.shape[t.ndim - 2], c = t.shape[t.ndim - 1];
+  return trans ? [c, r] : [r, c];
+}
+
+/** Raw matmul (no autodiff) with an optional bias added per output column. */
+export function matmulRaw(a: Tensor, b: Tensor, transA: boolean, transB: boolean, bias?: Tensor): Tensor {
+  if (a.ndim < 2 || b.ndim < 2) throw new Error(`matmul needs ≥2-d operands, got ${shapeStr(a.shape)} and ${shapeStr(b.shape)}`);
+  const [m, ka] = dims(a, transA), [kb, n] = dims(b, transB);
+  if (ka !== kb) {
+    throw new Error(
+      `matmul: inner dims differ: ${shapeStr(a.shape)}${transA ? "ᵀ" : ""} · ${shapeStr(b.shape)}${transB ? "ᵀ" : ""}`,
+    );
+  }
+  const batchA = a.shape.slice(0, -2), batchB = b.shape.slice(0, -2);
+  const batchShape = broadcastShapes(batchA, batchB);
+  const batch = batchShape.reduce((x, y) => x * y, 1);
+  const nA = batchA.reduce((x, y) => x * y, 1), nB = batchB.reduce((x, y) => x * y, 1);
+  // Broadcasting is supported when a side is either full-batch or a single matrix.
+  if ((nA !== batch && nA !== 1) || (nB !== batch && nB !== 1)) {
+    throw new Error(`matmul: batch dims ${shapeStr(batchA)} and ${shapeStr(batchB)} need expanding first`);
+  }
+  const out = Tensor.empty([...batchShape, m, n]);
+  const cfg = {
+    batch, m, n, k: ka, transA, transB, strideA: nA === 1 ? 0 : m * ka, strideB: nB === 1 ? 0 : ka * n,
+    bias: !!bias, tile: matmulTile(),
+  };
+  const bindings = [a.buffer, b.buffer, out.buffer];
+  if (bias) bindings.push(bias.buffer);
+  dispatch(matmulKernel(cfg), bindings, matmulGrid(cfg));
+  return out;
+}
+
+/** op(a) @ op(b) with autodiff. */
+export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Tensor {
+  const out = matmulRaw(a, b, transA, transB);
+  return record(out, "matmul", [a, b], (g) => {
+    const ga = !transA
+      ? (transB ? matmulRaw(g, b, false, false) : matmulRaw(g, b, false, true))
+      : (transB ? matmulRaw(b, g, true, true) : matmulRaw(b, g, false, true));
+    const gb = !transB
+      ? (transA ? matmulRaw(a, g, false, false) : matmulRaw(a, g, true, false))
+      : (transA ? matmulRaw(g, a, true, true) : matmulRaw(g, a, true, false));
+    return [a.requiresGrad ? sumTo(ga, a.shape) : null, b.requiresGrad ? sumTo(gb, b.shape) : null];
+  });
+}
+
+/** y = x Wᵀ + b over the last axis; W is (out_features, in_features) as in torch.nn.Linear. */
+export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
+  const inF = x.shape[x.ndim - 1];
+  if (weight.ndim !== 2 || weight.shape[1] !== inF) {
+    throw new Error(`linear: weight ${shapeStr(weight.shape)} does not take inputs ${shapeStr(x.shape)}`);
+  }
+  const rows = x.size / inF;
+  const x2 = x.view([rows, inF]);
+  const y2 = matmulRaw(x2, weight, false, true, bias);
+  const y = y2.view([...x.shape.slice(0, -1), weight.shape[0]]);
+  x2.dispose();
+  y2.dispose();
+  const inputs = bias ? [x, weight, bias] : [x, weight];
+  return record(y, "linear", inputs, (g) => {
+    const g2 = g.view([rows, weight.shape[0]]);
+    const gx = x.requiresGrad ? matmulRaw(g2, weight, false, false).view(x.shape) : null;
+    const xv = x.view([rows, inF]);
+    const gw = weight.requiresGrad ? matmulRaw(g2, xv, true, false) : null;
+    const gb = bias?.requiresGrad ? sum(g2, 0) : null;
+    return bias ? [gx, gw, gb] : [gx, gw];
+  });
+}
+
+/** Float64 reference: (batch, m, k) · (batch, k, n) with explicit transposes and batch broadcasting. */
+export const reference = {
+  matmul(a: Float64Array, aShape: Shape, b: Float64Array, bShape: Shape, transA = false, transB = false) {
+    const ar = aShape[aShape.length - 2], ac = aShape[aShape.length - 1];
+    const br = bShape[bShape.length - 2], bc = bShape[bShape.length - 1];
+    const [m, k] = transA ? [ac, ar] : [ar, ac];
+    const n = transB ? br : bc;
+    const nA = a.length / (ar * ac), nB = b.length / (br * bc), batch = Math.max(nA, nB);
+    const out = new Float64Array(batch * m * n);
+    for (let z = 0; z < batch; z++) {
+      const ao = (nA === 1 ? 0 : z) * ar * ac, bo = (nB === 1 ? 0 : z) * br * bc;
+      for (let i = 0; i < m; i++) {
+        for (let j = 0; j < n; j++) {
+          let s = 0;
+          for (let p = 0; p < k; p++) {
+            s += a[ao + (transA ? p * ac + i : i * ac + p)] * b[bo + (transB ? j * bc + p : p * bc + j)];
+          }
+          out[z * m * n + i * n + j] = s;
+        }
+      }
+    }
+    return out;
+  },
+};

@@ -1,0 +1,216 @@
+/**
+ * Execution runtime: the size-bucketed buffer pool, the single open command encoder that every op dispatches
+ * into, the pipeline cache, and the only sync points (`flush` submits, `readBuffer` waits).
+ *
+ * Invariants:
+ * - Nothing waits except `readBuffer`. Ops only encode.
+ * - A buffer released while the open encoder may still reference it becomes reusable only after that encoder is
+ *   submitted, so `queue.writeBuffer` into a freshly acquired buffer can never race an unsubmitted dispatch.
+ * - Pipelines are cached by WGSL source; each kernel carries a readable name for profiles and errors.
+ */
+import { checkGpuErrors, gpu } from "./device.ts";
+
+export interface Kernel {
+  /** Readable pipeline name, e.g. `matmul_f32_64x64_t4x4`. */
+  name: string;
+  code: string;
+}
+
+export const STORAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+const UNIFORM = GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST;
+
+/** Round a byte size up to a bucket: 4 buckets per power of two, so pooling wastes at most 25%. */
+export function bucketSize(bytes: number): number {
+  const b = Math.max(256, Math.ceil(bytes / 4) * 4);
+  const p = 2 ** Math.floor(Math.log2(b));
+  if (b === p) return p;
+  const step = p / 4;
+  return Math.ceil(b / step) * step;
+}
+
+export interface MemoryStats {
+  /** Bytes held by live tensors and other acquired buffers. */
+  bytesInUse: number;
+  /** Bytes sitting free in the pool (allocated on the device, reusable). */
+  bytesPooled: number;
+  /** Highest bytesInUse seen. */
+  peakBytesInUse: number;
+  /** Buffers created on the device so far. */
+  buffersCreated: number;
+}
+
+class BufferPool {
+  private free = new Map<string, GPUBuffer[]>();
+  private deferred: [string, GPUBuffer][] = [];
+  stats: MemoryStats = { bytesInUse: 0, bytesPooled: 0, peakBytesInUse: 0, buffersCreated: 0 };
+
+  acquire(bytes: number, usage = STORAGE): GPUBuffer {
+    const size = bucketSize(bytes);
+    const key = `${usage}:${size}`;
+    const list = this.free.get(key);
+    let buf = list?.pop();
+    if (buf) {
+      this.stats.bytesPooled -= size;
+    } else {
+      buf = gpu().device.createBuffer({ size, usage });
+      this.stats.buffersCreated++;
+    }
+    this.stats.bytesInUse += size;
+    this.stats.peakBytesInUse = Math.max(this.stats.peakBytesInUse, this.stats.bytesInUse);
+    return buf;
+  }
+
+  release(buf: GPUBuffer, encoderOpen: boolean): void {
+    const key = `${buf.usage}:${buf.size}`;
+    this.stats.bytesInUse -= buf.size;
+    this.stats.bytesPooled += buf.size;
+    if (encoderOpen) this.deferred.push([key, buf]);
+    else this.put(key, buf);
+  }
+
+  /** Called right after a submit: buffers released during that encoder become reusable. */
+  recycleDeferred(): void {
+    for (const [k, b] of this.deferred) this.put(k, b);
+    this.deferred = [];
+  }
+
+  private put(key: string, buf: GPUBuffer) {
+    let list = this.free.get(key);
+    if (!list) this.free.set(key, list = []);
+    list.push(buf);
+  }
+
+  /** Destroy every pooled buffer (bytes in use are untouched). */
+  trim(): void {
+    for (const list of this.free.values()) for (const b of list) b.destroy();
+    this.free.clear();
+    this.stats.bytesPooled = this.deferred.reduce((s, [, b]) => s + b.size, 0);
+  }
+}
+
+export const pool = new BufferPool();
+
+let encoder: GPUCommandEncoder | null = null;
+let pass: GPUComputePassEncoder | null = null;
+let dispatchesSinceSubmit = 0;
+const pipelines = new Map<string, GPUComputePipeline>();
+export const counters = { dispatches: 0, submits: 0, readbacks: 0, pipelines: 0 };
+
+function getEncoder(): GPUCommandEncoder {
+  if (!encoder) encoder = gpu().device.createCommandEncoder();
+  return encoder;
+}
+
+export function pipelineFor(k: Kernel): GPUComputePipeline {
+  let p = pipelines.get(k.code);
+  if (!p) {
+    const device = gpu().device;
+    const module = device.createShaderModule({ label: k.name, code: k.code });
+    p = device.createComputePipeline({ label: k.name, layout: "auto", compute: { module, entryPoint: "main" } });
+    pipelines.set(k.code, p);
+    counters.pipelines++;
+  }
+  return p;
+}
+
+export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
+
+/** Encode one compute dispatch; bindings are @binding(0..n-1) of group 0, in order. */
+export function dispatch(k: Kernel, bindings: Binding[], workgroups: [number, number?, number?]): void {
+  const device = gpu().device;
+  const p = pipelineFor(k);
+  const bg = device.createBindGroup({
+    layout: p.getBindGroupLayout(0),
+    entries: bindings.map((b, i) => ({ binding: i, resource: "buffer" in b ? b : { buffer: b } })),
+  });
+  if (!pass) pass = getEncoder().beginComputePass();
+  pass.setPipeline(p);
+  pass.setBindGroup(0, bg);
+  pass.dispatchWorkgroups(workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1);
+  dispatchesSinceSubmit++;
+  counters.dispatches++;
+}
+
+/** Encode a buffer-to-buffer copy (ends the open compute pass). */
+export function copyBuffer(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number) {
+  endPass();
+  getEncoder().copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
+  dispatchesSinceSubmit++;
+}
+
+function endPass() {
+  if (pass) {
+    pass.end();
+    pass = null;
+  }
+}
+
+/** True while the open encoder holds commands that have not been submitted. */
+export function hasPendingWork(): boolean {
+  return dispatchesSinceSubmit > 0;
+}
+
+/** Submit everything encoded so far (does not wait). */
+export function flush(): void {
+  if (!encoder) {
+    pool.recycleDeferred();
+    return;
+  }
+  endPass();
+  gpu().device.queue.submit([encoder.finish()]);
+  encoder = null;
+  dispatchesSinceSubmit = 0;
+  counters.submits++;
+  pool.recycleDeferred();
+}
+
+/** Release a pooled buffer (deferred while unsubmitted work may still use it). */
+export function releaseBuffer(buf: GPUBuffer): void {
+  pool.release(buf, hasPendingWork());
+}
+
+/** A small uniform buffer with the given 32-bit words; released (deferred) by the caller via releaseBuffer. */
+export function uniformBuffer(words: ArrayBufferView): GPUBuffer {
+  const buf = pool.acquire(Math.max(16, words.byteLength), UNIFORM);
+  gpu().device.queue.writeBuffer(buf, 0, words.buffer as ArrayBuffer, words.byteOffset, words.byteLength);
+  return buf;
+}
+
+/** Upload host data into a buffer. Safe for pooled buffers (see the invariant above). */
+export function writeBuffer(buf: GPUBuffer, data: ArrayBufferView, offset = 0): void {
+  gpu().device.queue.writeBuffer(buf, offset, data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+}
+
+/** The one sync point: submit pending work and read `bytes` of `buf` back to the host. */
+export async function readBuffer(buf: GPUBuffer, bytes: number, offset = 0): Promise<ArrayBuffer> {
+  const staging = gpu().device.createBuffer({
+    size: Math.ceil(bytes / 4) * 4,
+    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+  });
+  copyBuffer(buf, offset, staging, 0, Math.ceil(bytes / 4) * 4);
+  flush();
+  counters.readbacks++;
+  try {
+    await staging.mapAsync(GPUMapMode.READ);
+    checkGpuErrors();
+    return staging.getMappedRange().slice(0, bytes);
+  } finally {
+    staging.destroy();
+  }
+}
+
+/** Submit and wait until the GPU is idle (for benchmarks and tests; training loops never call this). */
+export async function sync(): Promise<void> {
+  flush();
+  await gpu().device.queue.onSubmittedWorkDone();
+  checkGpuErrors();
+}
+
+/** Workgroup grid for `n` invocations of `wg` threads: 2-D when more than 65535 groups are needed. */
+export function grid1d(n: number, wg: number): [number, number] {
+  const groups = Math.ceil(n / wg);
+  const max = gpu().limits.maxComputeWorkgroupsPerDimension;
+  if (groups <= max) return [groups, 1];
+  const y = Math.ceil(groups / max);
+  return [Math.ceil(groups / y), y];
+}

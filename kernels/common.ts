@@ -1,0 +1,39 @@
+/**
+ * Small helpers shared by the WGSL generators: exact float literals, shape constants, and the linear
+ * invocation index of a 2-D dispatch grid (1-D problems larger than 65535 workgroups spill into y).
+ */
+
+/** An exact f32 literal: the bit pattern, so baked constants round-trip and never print as `1e-7` vs `1e-07`. */
+export function f32(x: number): string {
+  if (Number.isInteger(x) && Math.abs(x) < 2 ** 24) return `${x}.0`;
+  const b = new Float32Array([x]);
+  const u = new Uint32Array(b.buffer)[0];
+  return `bitcast<f32>(0x${u.toString(16)}u)`;
+}
+
+export function u32(x: number): string {
+  if (!Number.isInteger(x) || x < 0 || x > 0xffffffff) throw new Error(`not a u32: ${x}`);
+  return `${x}u`;
+}
+
+/** Row-major strides of a shape. */
+export function stridesOf(shape: readonly number[]): number[] {
+  const s = new Array(shape.length).fill(1);
+  for (let i = shape.length - 2; i >= 0; i--) s[i] = s[i + 1] * shape[i + 1];
+  return s;
+}
+
+/** WGSL statement computing `let i: u32` from a 2-D grid of `wg`-wide workgroups. */
+export function linearIndex(wg: number): string {
+  return `let i = gid.x + gid.y * (nwg.x * ${wg}u);`;
+}
+
+export const MAIN_BUILTINS = "@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u";
+
+/** WGSL helpers for functions the language lacks or gets wrong at the extremes. */
+export const MATH_PRELUDE = `
+fn log1p_(x: f32) -> f32 { let u = 1.0 + x; if (u == 1.0) { return x; } return log(u) * x / (u - 1.0); }
+fn tanh_(x: f32) -> f32 { let e = exp(-2.0 * abs(x)); return sign(x) * (1.0 - e) / (1.0 + e); }
+fn sigmoid_(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
+fn isfinite_(x: f32) -> bool { return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u; }
+`;
