@@ -88,7 +88,9 @@ export function installGradOps(ops: GradOps) {
  */
 export function backward(root: Tensor, gradient?: Tensor): void {
   const ops = gradOps!;
-  if (!root.requiresGrad) throw new Error("backward(): the tensor does not require grad (no parameter reached it)");
+  if (!root.requiresGrad) {
+    throw new Error("backward(): the tensor does not require grad (no parameter reached it)");
+  }
   const grads = new Map<Tensor, Tensor>();
   grads.set(root, gradient ?? ops.ones(root.shape));
   const order = topoOrder(root);

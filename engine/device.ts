@@ -66,7 +66,9 @@ export function gpu(): Gpu {
 
 async function create(): Promise<Gpu> {
   if (!("gpu" in navigator) || !navigator.gpu) {
-    throw new GpuError("WebGPU is not available in this Deno build: use Deno 2.9.x (`npm install -g deno@2.9.6`)");
+    throw new GpuError(
+      "WebGPU is not available in this Deno build: use Deno 2.9.x (`npm install -g deno@2.9.6`)",
+    );
   }
   const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) {
@@ -80,7 +82,9 @@ async function create(): Promise<Gpu> {
   const requireGpu = ["1", "true", "yes"].includes((Deno.env.get(REQUIRE_GPU_ENV) ?? "").toLowerCase());
   if (isCpu && requireGpu) {
     throw new GpuError(
-      `only a CPU/fallback adapter is available (${info.description || info.vendor}) but ${REQUIRE_GPU_ENV}=1: ` +
+      `only a CPU/fallback adapter is available (${
+        info.description || info.vendor
+      }) but ${REQUIRE_GPU_ENV}=1: ` +
         "check the GPU's Vulkan driver (`vulkaninfo --summary`) or unset the variable",
     );
   }
@@ -109,7 +113,9 @@ async function create(): Promise<Gpu> {
   };
   if (!Deno.env.get("LOLA_QUIET")) {
     console.error(
-      `gpu: ${adapterName}${isCpu ? " (CPU adapter)" : ""} · vendor ${info.vendor} · features [${features.join(", ")}]`,
+      `gpu: ${adapterName}${isCpu ? " (CPU adapter)" : ""} · vendor ${info.vendor} · features [${
+        features.join(", ")
+      }]`,
     );
   }
   return current;

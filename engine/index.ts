@@ -5,3 +5,5 @@ export { numel, scope, type Shape, Tensor } from "./tensor.ts";
 export { backward, detach, isGradEnabled, noGrad, zeroGrad } from "./autograd.ts";
 export * from "./ops/index.ts";
 export { dropout, Generator } from "./random.ts";
+export { Adam, type AdamOptions, type StepOptions } from "./optim/adam.ts";
+export { cosineLr, gradNorm } from "./optim/clip.ts";

@@ -3,7 +3,7 @@
  * A Generator hands each draw a fresh counter block (its call index), so the same seed and the same sequence
  * of draws give bit-identical tensors on every run; `philoxCpu` is the bit-exact host reference.
  */
-import { RNG_WG, randomKernel } from "../kernels/random.wgsl.ts";
+import { randomKernel, RNG_WG } from "../kernels/random.wgsl.ts";
 import { record } from "./autograd.ts";
 import { dispatch, grid1d, releaseBuffer, uniformBuffer } from "./runtime.ts";
 import { numel, type Shape, Tensor } from "./tensor.ts";

@@ -106,7 +106,11 @@ export function pipelineFor(k: Kernel): GPUComputePipeline {
   if (!p) {
     const device = gpu().device;
     const module = device.createShaderModule({ label: k.name, code: k.code });
-    p = device.createComputePipeline({ label: k.name, layout: "auto", compute: { module, entryPoint: "main" } });
+    p = device.createComputePipeline({
+      label: k.name,
+      layout: "auto",
+      compute: { module, entryPoint: "main" },
+    });
     pipelines.set(k.code, p);
     counters.pipelines++;
   }
@@ -132,7 +136,13 @@ export function dispatch(k: Kernel, bindings: Binding[], workgroups: [number, nu
 }
 
 /** Encode a buffer-to-buffer copy (ends the open compute pass). */
-export function copyBuffer(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number) {
+export function copyBuffer(
+  src: GPUBuffer,
+  srcOffset: number,
+  dst: GPUBuffer,
+  dstOffset: number,
+  bytes: number,
+) {
   endPass();
   getEncoder().copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
   dispatchesSinceSubmit++;

@@ -87,7 +87,11 @@ export class Tensor {
   }
 
   get buffer(): GPUBuffer {
-    if (!this.storage) throw new Error(`use of a disposed tensor ${shapeStr(this.shape)}${this.name ? ` (${this.name})` : ""}`);
+    if (!this.storage) {
+      throw new Error(
+        `use of a disposed tensor ${shapeStr(this.shape)}${this.name ? ` (${this.name})` : ""}`,
+      );
+    }
     return this.storage.buffer;
   }
 
@@ -134,7 +138,7 @@ export class Tensor {
     this.storage = null;
     this.node = null;
     if (--s.refs === 0) releaseBuffer(s.buffer);
-    if (!this.persistentFlag) for (const sc of scopes) sc.delete(this);
+    if (!this.persistentFlag) { for (const sc of scopes) sc.delete(this); }
   }
 
   /** Untrack from scopes: the caller now owns it (it must call dispose). */
@@ -152,8 +156,8 @@ function collect(value: unknown, out: Set<Tensor>, depth = 0) {
     if (value.grad) out.add(value.grad);
     return;
   }
-  if (Array.isArray(value)) for (const v of value) collect(v, out, depth + 1);
-  else if (value.constructor === Object) for (const v of Object.values(value)) collect(v, out, depth + 1);
+  if (Array.isArray(value)) { for (const v of value) collect(v, out, depth + 1); }
+  else if (value.constructor === Object) { for (const v of Object.values(value)) collect(v, out, depth + 1); }
 }
 
 /**
@@ -166,7 +170,9 @@ export function scope<T>(fn: () => T): T {
   let result: T;
   try {
     result = fn();
-    if (result instanceof Promise) throw new Error("scope(fn): fn must be synchronous (encode, then read outside)");
+    if (result instanceof Promise) {
+      throw new Error("scope(fn): fn must be synchronous (encode, then read outside)");
+    }
   } catch (e) {
     scopes.pop();
     for (const t of mine) t.dispose();

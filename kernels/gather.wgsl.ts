@@ -60,7 +60,12 @@ fn main(${MAIN_BUILTINS}) {
 }
 
 /** Write x (shape `inShape`) into out (shape `outShape`) starting at `offset` along `axis`. */
-export function scatterBlockKernel(inShape: readonly number[], outShape: readonly number[], axis: number, offset: number): Kernel {
+export function scatterBlockKernel(
+  inShape: readonly number[],
+  outShape: readonly number[],
+  axis: number,
+  offset: number,
+): Kernel {
   const n = inShape.reduce((a, b) => a * b, 1);
   const inner = inShape.slice(axis + 1).reduce((a, b) => a * b, 1);
   const len = inShape[axis];

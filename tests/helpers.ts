@@ -36,7 +36,12 @@ export interface Tol {
 }
 
 /** Throws with the max error if any |got − want| > atol + rtol·|want|. */
-export function assertClose(label: string, got: ArrayLike<number>, want: ArrayLike<number>, tol: Tol): number {
+export function assertClose(
+  label: string,
+  got: ArrayLike<number>,
+  want: ArrayLike<number>,
+  tol: Tol,
+): number {
   if (got.length !== want.length) throw new Error(`${label}: length ${got.length} != ${want.length}`);
   let worst = -1, worstExcess = -Infinity, maxAbs = 0;
   for (let i = 0; i < got.length; i++) {

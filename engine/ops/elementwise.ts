@@ -35,7 +35,11 @@ export function map(inputs: Tensor[], expr: string, name: string, outShape?: Sha
   const out = into ?? Tensor.empty(shape);
   const cfg = { name, expr, inShapes: inputs.map((t) => t.shape), outShape: shape };
   const k = mapKernel(cfg);
-  dispatch(k, [...inputs.map((t) => t.buffer), out.buffer], grid1d(numel(shape) / mapVectorWidth(cfg), mapWorkgroupSize()));
+  dispatch(
+    k,
+    [...inputs.map((t) => t.buffer), out.buffer],
+    grid1d(numel(shape) / mapVectorWidth(cfg), mapWorkgroupSize()),
+  );
   return out;
 }
 
@@ -69,8 +73,18 @@ const BINARY: Record<string, BinaryDef> = {
   sub: { expr: "A - B", da: "$g", db: "-$g", ref: (a, b) => a - b },
   mul: { expr: "A * B", da: "$g * $b", db: "$g * $a", ref: (a, b) => a * b },
   div: { expr: "A / B", da: "$g / $b", db: "-$g * $a / ($b * $b)", ref: (a, b) => a / b },
-  maximum: { expr: "max(A, B)", da: "select(0.0, $g, $a >= $b)", db: "select($g, 0.0, $a >= $b)", ref: Math.max },
-  minimum: { expr: "min(A, B)", da: "select(0.0, $g, $a <= $b)", db: "select($g, 0.0, $a <= $b)", ref: Math.min },
+  maximum: {
+    expr: "max(A, B)",
+    da: "select(0.0, $g, $a >= $b)",
+    db: "select($g, 0.0, $a >= $b)",
+    ref: Math.max,
+  },
+  minimum: {
+    expr: "min(A, B)",
+    da: "select(0.0, $g, $a <= $b)",
+    db: "select($g, 0.0, $a <= $b)",
+    ref: Math.min,
+  },
 };
 
 /** Build a fused gradient map from a template over named tensors/scalars. */
@@ -90,7 +104,9 @@ function gradMap(tpl: string, vars: Record<string, Operand>, name: string, outSh
 
 function binary(op: string, a: Operand, b: Operand): Tensor {
   const def = BINARY[op];
-  if (typeof a === "number" && typeof b === "number") throw new Error(`${op}: at least one operand must be a tensor`);
+  if (typeof a === "number" && typeof b === "number") {
+    throw new Error(`${op}: at least one operand must be a tensor`);
+  }
   const ins = [a, b].filter((x) => typeof x !== "number") as Tensor[];
   const ka = 0, kb = typeof a === "number" ? 0 : 1;
   const expr = def.expr.replace("A", lit(a, ka)).replace("B", lit(b, kb));
@@ -98,8 +114,12 @@ function binary(op: string, a: Operand, b: Operand): Tensor {
   return record(out, op, ins, (g) => {
     const vars = { g, a, b };
     const grads: (Tensor | null)[] = [];
-    if (typeof a !== "number") grads.push(def.da ? sumTo(gradMap(def.da, vars, `${op}_da`, g.shape), a.shape) : null);
-    if (typeof b !== "number") grads.push(def.db ? sumTo(gradMap(def.db, vars, `${op}_db`, g.shape), b.shape) : null);
+    if (typeof a !== "number") {
+      grads.push(def.da ? sumTo(gradMap(def.da, vars, `${op}_da`, g.shape), a.shape) : null);
+    }
+    if (typeof b !== "number") {
+      grads.push(def.db ? sumTo(gradMap(def.db, vars, `${op}_db`, g.shape), b.shape) : null);
+    }
     return grads;
   });
 }
@@ -198,15 +218,21 @@ export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
   const out = map(ins, `select(${lb}, ${la}, in0 != 0.0)`, "where");
   return record(out, "where", ins, (g) => {
     const grads: (Tensor | null)[] = [null];
-    if (typeof a !== "number") grads.push(sumTo(map([cond, g], "select(0.0, in1, in0 != 0.0)", "where_da"), a.shape));
-    if (typeof b !== "number") grads.push(sumTo(map([cond, g], "select(in1, 0.0, in0 != 0.0)", "where_db"), b.shape));
+    if (typeof a !== "number") {
+      grads.push(sumTo(map([cond, g], "select(0.0, in1, in0 != 0.0)", "where_da"), a.shape));
+    }
+    if (typeof b !== "number") {
+      grads.push(sumTo(map([cond, g], "select(in1, 0.0, in0 != 0.0)", "where_db"), b.shape));
+    }
     return grads;
   });
 }
 
 /** Comparison masks (1.0 / 0.0), not differentiable. */
-export const gt = (a: Tensor, b: Operand) => map(typeof b === "number" ? [a] : [a, b], `select(0.0, 1.0, in0 > ${lit(b, 1)})`, "gt");
-export const eq = (a: Tensor, b: Operand) => map(typeof b === "number" ? [a] : [a, b], `select(0.0, 1.0, in0 == ${lit(b, 1)})`, "eq");
+export const gt = (a: Tensor, b: Operand) =>
+  map(typeof b === "number" ? [a] : [a, b], `select(0.0, 1.0, in0 > ${lit(b, 1)})`, "gt");
+export const eq = (a: Tensor, b: Operand) =>
+  map(typeof b === "number" ? [a] : [a, b], `select(0.0, 1.0, in0 == ${lit(b, 1)})`, "eq");
 
 /** A tensor filled with `value`. */
 export function full(shape: Shape, value: number): Tensor {
@@ -224,19 +250,34 @@ export function copy(x: Tensor, persistent = false): Tensor {
 
 /** dst = expr(dst, ...others) in place (no autodiff): gradient accumulation and optimizer updates. */
 export function mapInPlace(dst: Tensor, others: Tensor[], expr: string, name: string): void {
-  const cfg = { name, expr, inShapes: [dst.shape, ...others.map((t) => t.shape)], outShape: dst.shape, inplace: true };
-  dispatch(mapKernel(cfg), [dst, ...others].map((t) => t.buffer), grid1d(dst.size / mapVectorWidth(cfg), mapWorkgroupSize()));
+  const cfg = {
+    name,
+    expr,
+    inShapes: [dst.shape, ...others.map((t) => t.shape)],
+    outShape: dst.shape,
+    inplace: true,
+  };
+  dispatch(
+    mapKernel(cfg),
+    [dst, ...others].map((t) => t.buffer),
+    grid1d(dst.size / mapVectorWidth(cfg), mapWorkgroupSize()),
+  );
 }
 
 /** dst += src in place (no autodiff). */
 export function addInPlace(dst: Tensor, src: Tensor): void {
-  if (dst.shape.join() !== src.shape.join()) throw new Error(`addInPlace: ${shapeStr(dst.shape)} vs ${shapeStr(src.shape)}`);
+  if (dst.shape.join() !== src.shape.join()) {
+    throw new Error(`addInPlace: ${shapeStr(dst.shape)} vs ${shapeStr(src.shape)}`);
+  }
   mapInPlace(dst, [src], "in0 + in1", "acc");
 }
 
 /** Float64 CPU references for the tables above (used by tests). */
 export const reference = {
-  unary: Object.fromEntries(Object.entries(UNARY).map(([k, v]) => [k, v.ref])) as Record<string, (x: number) => number>,
+  unary: Object.fromEntries(Object.entries(UNARY).map(([k, v]) => [k, v.ref])) as Record<
+    string,
+    (x: number) => number
+  >,
   binary: Object.fromEntries(Object.entries(BINARY).map(([k, v]) => [k, v.ref])) as Record<
     string,
     (a: number, b: number) => number

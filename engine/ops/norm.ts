@@ -3,7 +3,7 @@
  * (kernels/rownorm.wgsl.ts) and float64 references. layer_norm uses the biased variance like
  * torch.nn.functional.layer_norm; weight/bias gradients are column sums of g·x̂ and g.
  */
-import { type RowConfig, type RowOp, rowKernel } from "../../kernels/rownorm.wgsl.ts";
+import { type RowConfig, rowKernel, type RowOp } from "../../kernels/rownorm.wgsl.ts";
 import { record } from "../autograd.ts";
 import { dispatch, grid1d } from "../runtime.ts";
 import { type Shape, Tensor } from "../tensor.ts";
@@ -27,10 +27,18 @@ export function softmax(x: Tensor): Tensor {
   });
 }
 
-function normOp(kind: "layer_norm" | "rms_norm", x: Tensor, weight?: Tensor, bias?: Tensor, eps = 1e-5): Tensor {
+function normOp(
+  kind: "layer_norm" | "rms_norm",
+  x: Tensor,
+  weight?: Tensor,
+  bias?: Tensor,
+  eps = 1e-5,
+): Tensor {
   const d = x.shape[x.ndim - 1];
   for (const p of [weight, bias]) {
-    if (p && (p.ndim !== 1 || p.shape[0] !== d)) throw new Error(`${kind}: parameter (${p.shape}) must be (${d})`);
+    if (p && (p.ndim !== 1 || p.shape[0] !== d)) {
+      throw new Error(`${kind}: parameter (${p.shape}) must be (${d})`);
+    }
   }
   if (bias && !weight) throw new Error(`${kind}: a bias needs a weight`);
   const ln = kind === "layer_norm";

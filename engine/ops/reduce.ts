@@ -3,7 +3,7 @@
  * Forward: one or two passes of the (outer, R, inner) kernel; non-adjacent axes are first permuted to the end.
  * Backward: broadcast of the upstream gradient (mean scales, max routes to the arg-max positions, ties share).
  */
-import { type ReduceOp, reduceChunks, reduceKernel, reduceLaunch } from "../../kernels/reduce.wgsl.ts";
+import { reduceChunks, reduceKernel, reduceLaunch, type ReduceOp } from "../../kernels/reduce.wgsl.ts";
 import { record } from "../autograd.ts";
 import { dispatch, grid1d } from "../runtime.ts";
 import { type Shape, Tensor } from "../tensor.ts";
@@ -140,8 +140,8 @@ export const reference = {
       else if (op === "var") acc[o] += (x[i] - means[o]) ** 2;
       else acc[o] += x[i];
     }
-    if (op === "mean") for (let o = 0; o < on; o++) acc[o] /= cnt;
-    if (op === "var") for (let o = 0; o < on; o++) acc[o] /= cnt - correction;
+    if (op === "mean") { for (let o = 0; o < on; o++) acc[o] /= cnt; }
+    if (op === "var") { for (let o = 0; o < on; o++) acc[o] /= cnt - correction; }
     return acc;
   },
 };

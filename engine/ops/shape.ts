@@ -21,7 +21,9 @@ const identityPerm = (n: number) => [...Array(n).keys()];
 export function reshape(x: Tensor, shape: number[]): Tensor {
   const known = shape.filter((d) => d !== -1).reduce((a, b) => a * b, 1);
   const resolved = shape.map((d) => (d === -1 ? x.size / known : d));
-  if (numel(resolved) !== x.size) throw new Error(`reshape: cannot view ${shapeStr(x.shape)} as ${shapeStr(shape)}`);
+  if (numel(resolved) !== x.size) {
+    throw new Error(`reshape: cannot view ${shapeStr(x.shape)} as ${shapeStr(shape)}`);
+  }
   return record(x.view(resolved), "reshape", [x], (g) => [g.view(x.shape)]);
 }
 
@@ -63,7 +65,9 @@ export function concat(xs: Tensor[], axis: number): Tensor {
   const ax = axis < 0 ? axis + xs[0].ndim : axis;
   for (const t of xs) {
     if (t.ndim !== xs[0].ndim || t.shape.some((d, i) => i !== ax && d !== xs[0].shape[i])) {
-      throw new Error(`concat: shapes ${xs.map((t) => shapeStr(t.shape)).join(", ")} differ outside axis ${ax}`);
+      throw new Error(
+        `concat: shapes ${xs.map((t) => shapeStr(t.shape)).join(", ")} differ outside axis ${ax}`,
+      );
     }
   }
   const total = xs.reduce((s, t) => s + t.shape[ax], 0);
@@ -73,25 +77,46 @@ export function concat(xs: Tensor[], axis: number): Tensor {
   const offsets: number[] = [];
   for (const t of xs) {
     offsets.push(off);
-    dispatch(scatterBlockKernel(t.shape, outShape, ax, off), [t.buffer, out.buffer], grid1d(t.size, GATHER_WG));
+    dispatch(
+      scatterBlockKernel(t.shape, outShape, ax, off),
+      [t.buffer, out.buffer],
+      grid1d(t.size, GATHER_WG),
+    );
     off += t.shape[ax];
   }
-  return record(out, "concat", xs, (g) => xs.map((t, i) => slice(g, ax, offsets[i], offsets[i] + t.shape[ax])));
+  return record(
+    out,
+    "concat",
+    xs,
+    (g) => xs.map((t, i) => slice(g, ax, offsets[i], offsets[i] + t.shape[ax])),
+  );
 }
 
 /**
  * Pad with `pads[d] = [before, after]` per axis (all axes listed). "constant" fills with `value`; "circular"
  * wraps (as torch.nn.functional.pad mode="circular"; each pad ≤ the axis size).
  */
-export function pad(x: Tensor, pads: [number, number][], mode: "constant" | "circular" = "constant", value = 0): Tensor {
-  if (pads.length !== x.ndim) throw new Error(`pad: need ${x.ndim} [before, after] pairs, got ${pads.length}`);
+export function pad(
+  x: Tensor,
+  pads: [number, number][],
+  mode: "constant" | "circular" = "constant",
+  value = 0,
+): Tensor {
+  if (pads.length !== x.ndim) {
+    throw new Error(`pad: need ${x.ndim} [before, after] pairs, got ${pads.length}`);
+  }
   const outShape = x.shape.map((d, i) => d + pads[i][0] + pads[i][1]);
   if (mode === "circular" && pads.some(([a, b], i) => a > x.shape[i] || b > x.shape[i])) {
     throw new Error(`pad: circular pads ${JSON.stringify(pads)} exceed the axes of ${shapeStr(x.shape)}`);
   }
   const offset = pads.map(([lo]) => -lo);
   const out = gather(x, { outShape, perm: identityPerm(x.ndim), offset, mode, fill: value });
-  return record(out, "pad", [x], (g) => [mode === "constant" ? unpad(g, pads) : circularPadBackward(g, pads)]);
+  return record(
+    out,
+    "pad",
+    [x],
+    (g) => [mode === "constant" ? unpad(g, pads) : circularPadBackward(g, pads)],
+  );
 }
 
 function unpad(g: Tensor, pads: [number, number][]): Tensor {
@@ -111,11 +136,17 @@ function circularPadBackward(g: Tensor, pads: [number, number][]): Tensor {
     let center = slice(cur, ax, lo, lo + n);
     if (lo) {
       const wrapped = slice(cur, ax, 0, lo); // came from the last lo entries
-      center = add(center, pad(wrapped, cur.shape.map((_, i) => (i === ax ? [n - lo, 0] : [0, 0]) as [number, number])));
+      center = add(
+        center,
+        pad(wrapped, cur.shape.map((_, i) => (i === ax ? [n - lo, 0] : [0, 0]) as [number, number])),
+      );
     }
     if (hi) {
       const wrapped = slice(cur, ax, lo + n, lo + n + hi); // came from the first hi entries
-      center = add(center, pad(wrapped, cur.shape.map((_, i) => (i === ax ? [0, n - hi] : [0, 0]) as [number, number])));
+      center = add(
+        center,
+        pad(wrapped, cur.shape.map((_, i) => (i === ax ? [0, n - hi] : [0, 0]) as [number, number])),
+      );
     }
     cur = center;
   });
@@ -124,7 +155,14 @@ function circularPadBackward(g: Tensor, pads: [number, number][]): Tensor {
 
 /** Float64 references: gather by explicit index arithmetic. */
 export const reference = {
-  gather(x: Float64Array, inShape: Shape, outShape: Shape, perm: number[], offset: number[], circular = false) {
+  gather(
+    x: Float64Array,
+    inShape: Shape,
+    outShape: Shape,
+    perm: number[],
+    offset: number[],
+    circular = false,
+  ) {
     const out = new Float64Array(numel(outShape));
     const nd = outShape.length;
     const is = inShape.map((_, i) => inShape.slice(i + 1).reduce((a, b) => a * b, 1));

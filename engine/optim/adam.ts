@@ -1,0 +1,93 @@
+/**
+ * Adam / AdamW on the GPU (torch.optim semantics), with global-norm clipping and non-finite step skipping done
+ * on the device: `step({ gradNorm, maxNorm })` never syncs. Moments and the [t, skipped] counters are
+ * persistent tensors and part of `stateDict()` so a resumed run continues exactly.
+ */
+import { ADAM_WG, adamAdvanceKernel, adamUpdateKernel } from "../../kernels/adam.wgsl.ts";
+import { dispatch, grid1d, releaseBuffer, uniformBuffer } from "../runtime.ts";
+import { Tensor } from "../tensor.ts";
+
+export interface AdamOptions {
+  lr: number;
+  betas?: [number, number];
+  eps?: number;
+  weightDecay?: number;
+  /** true: AdamW (decoupled decay, the default); false: L2 added to the gradient like torch.optim.Adam. */
+  decoupled?: boolean;
+}
+
+export interface StepOptions {
+  /** Learning rate for this step (e.g. from a schedule); defaults to the constructor's. */
+  lr?: number;
+  /** Global gradient norm, shape [1], from `gradNorm(params)`: non-finite → the step is skipped on the GPU. */
+  gradNorm?: Tensor;
+  /** Clip gradients to this global norm (needs gradNorm); 0 = no clipping. */
+  maxNorm?: number;
+}
+
+export class Adam {
+  readonly params: Tensor[];
+  readonly m: Tensor[];
+  readonly v: Tensor[];
+  /** [t, skipped steps] */
+  readonly counters: Tensor;
+  private finite: Tensor;
+  opts: Required<AdamOptions>;
+
+  constructor(params: Tensor[], opts: AdamOptions) {
+    this.params = params;
+    this.opts = { betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0, decoupled: true, ...opts };
+    const zeros = (t: Tensor) => Tensor.fromData(new Float32Array(t.size), t.shape, { persistent: true });
+    this.m = params.map(zeros);
+    this.v = params.map(zeros);
+    this.counters = Tensor.fromData([0, 0], [2], { persistent: true });
+    this.finite = Tensor.fromData([0], [1], { persistent: true });
+  }
+
+  step(o: StepOptions = {}): void {
+    const { betas, eps, weightDecay, decoupled } = this.opts;
+    const gn = o.gradNorm ?? this.finite;
+    const hyper = uniformBuffer(
+      new Float32Array([
+        o.lr ?? this.opts.lr,
+        betas[0],
+        betas[1],
+        eps,
+        weightDecay,
+        o.maxNorm ?? 0,
+        decoupled ? 1 : 0,
+        0,
+      ]),
+    );
+    dispatch(adamAdvanceKernel(), [this.counters.buffer, gn.buffer], [1]);
+    this.params.forEach((p, i) => {
+      if (!p.grad) return;
+      dispatch(
+        adamUpdateKernel(p.size),
+        [p.buffer, p.grad.buffer, this.m[i].buffer, this.v[i].buffer, this.counters.buffer, gn.buffer, hyper],
+        grid1d(p.size, ADAM_WG),
+      );
+    });
+    releaseBuffer(hyper);
+  }
+
+  /** [completed steps, skipped steps] (a sync: call only when logging). */
+  async stepCounts(): Promise<{ steps: number; skipped: number }> {
+    const [steps, skipped] = await this.counters.read();
+    return { steps, skipped };
+  }
+
+  stateDict(): Record<string, Tensor> {
+    const out: Record<string, Tensor> = { "adam.counters": this.counters };
+    this.params.forEach((p, i) => {
+      const key = p.name ?? String(i);
+      out[`adam.exp_avg.${key}`] = this.m[i];
+      out[`adam.exp_avg_sq.${key}`] = this.v[i];
+    });
+    return out;
+  }
+
+  dispose(): void {
+    for (const t of [...this.m, ...this.v, this.counters, this.finite]) t.dispose();
+  }
+}
