@@ -1,0 +1,142 @@
+/**
+ * Checkpoints in the safetensors format (8-byte little-endian header size, JSON header with dtype/shape/
+ * data_offsets and `__metadata__` strings, then raw little-endian data), with PyTorch state-dict names, so
+ * weights move both ways with `safetensors.torch`. Written to a temp name and renamed: never half a file.
+ */
+import { writeBuffer } from "./runtime.ts";
+import { numel, shapeStr, Tensor } from "./tensor.ts";
+
+export interface LoadedTensor {
+  shape: number[];
+  data: Float32Array;
+}
+
+export class CheckpointError extends Error {
+  override name = "CheckpointError";
+}
+
+/** Save GPU tensors (read back here: call outside training steps) plus string metadata. */
+export async function saveSafetensors(
+  path: string,
+  tensors: Record<string, Tensor>,
+  metadata: Record<string, string> = {},
+) {
+  const names = Object.keys(tensors).sort();
+  const arrays: Float32Array[] = [];
+  for (const k of names) arrays.push(await tensors[k].read());
+  const header: Record<string, unknown> = { __metadata__: metadata };
+  let off = 0;
+  names.forEach((k, i) => {
+    header[k] = {
+      dtype: "F32",
+      shape: [...tensors[k].shape],
+      data_offsets: [off, off + arrays[i].byteLength],
+    };
+    off += arrays[i].byteLength;
+  });
+  let json = JSON.stringify(header);
+  json += " ".repeat((8 - (json.length % 8)) % 8);
+  const hbytes = new TextEncoder().encode(json);
+  const out = new Uint8Array(8 + hbytes.length + off);
+  new DataView(out.buffer).setBigUint64(0, BigInt(hbytes.length), true);
+  out.set(hbytes, 8);
+  let p = 8 + hbytes.length;
+  for (const a of arrays) {
+    out.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), p);
+    p += a.byteLength;
+  }
+  const tmp = `${path}.tmp-${Deno.pid}`;
+  await Deno.writeFile(tmp, out);
+  await Deno.rename(tmp, path);
+}
+
+/** Read every tensor of a safetensors file (F32, F16 and BF16 are converted to float32). */
+export async function loadSafetensors(
+  path: string,
+): Promise<{ tensors: Map<string, LoadedTensor>; metadata: Record<string, string> }> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    throw new CheckpointError(`cannot read checkpoint ${path}: ${(e as Error).message}`);
+  }
+  if (bytes.length < 8) throw new CheckpointError(`${path} is not a safetensors file (too short)`);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const hlen = Number(dv.getBigUint64(0, true));
+  if (hlen > bytes.length - 8) {
+    throw new CheckpointError(`${path} is not a safetensors file (bad header size)`);
+  }
+  let header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
+  try {
+    header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + hlen)));
+  } catch {
+    throw new CheckpointError(`${path} is not a safetensors file (header is not JSON)`);
+  }
+  const base = 8 + hlen;
+  const tensors = new Map<string, LoadedTensor>();
+  let metadata: Record<string, string> = {};
+  for (const [name, info] of Object.entries(header)) {
+    if (name === "__metadata__") {
+      metadata = info as unknown as Record<string, string>;
+      continue;
+    }
+    const [s, e] = info.data_offsets;
+    const raw = bytes.slice(base + s, base + e);
+    const n = numel(info.shape);
+    let data: Float32Array;
+    if (info.dtype === "F32") data = new Float32Array(raw.buffer, 0, n);
+    else if (info.dtype === "F16" || info.dtype === "BF16") {
+      const u = new Uint16Array(raw.buffer, 0, n);
+      data = new Float32Array(n);
+      for (let i = 0; i < n; i++) data[i] = info.dtype === "BF16" ? bf16(u[i]) : f16(u[i]);
+    } else throw new CheckpointError(`${path}: tensor ${name} has unsupported dtype ${info.dtype}`);
+    tensors.set(name, { shape: info.shape, data });
+  }
+  return { tensors, metadata };
+}
+
+function bf16(u: number): number {
+  return new Float32Array(new Uint32Array([u << 16]).buffer)[0];
+}
+
+function f16(u: number): number {
+  const s = u & 0x8000 ? -1 : 1, e = (u >> 10) & 0x1f, m = u & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24;
+  if (e === 31) return m ? NaN : s * Infinity;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+/**
+ * Copy loaded tensors into existing GPU tensors by name. Every target must be present with its exact shape;
+ * the error lists all missing and mis-shaped names at once. Extra entries in the file are returned.
+ */
+export function loadInto(
+  targets: Record<string, Tensor>,
+  loaded: Map<string, LoadedTensor>,
+  source = "checkpoint",
+): string[] {
+  const missing: string[] = [], wrong: string[] = [];
+  for (const [k, t] of Object.entries(targets)) {
+    const l = loaded.get(k);
+    if (!l) missing.push(k);
+    else if (l.shape.join() !== t.shape.join()) {
+      wrong.push(`${k} ${shapeStr(l.shape)} != expected ${shapeStr(t.shape)}`);
+    }
+  }
+  if (missing.length || wrong.length) {
+    const parts = [];
+    if (missing.length) {
+      parts.push(
+        `missing ${missing.length}: ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ", ..." : ""}`,
+      );
+    }
+    if (wrong.length) {
+      parts.push(
+        `mis-shaped ${wrong.length}: ${wrong.slice(0, 3).join("; ")}${wrong.length > 3 ? "; ..." : ""}`,
+      );
+    }
+    throw new CheckpointError(`${source} does not match the model: ${parts.join(" | ")}`);
+  }
+  for (const [k, t] of Object.entries(targets)) writeBuffer(t.buffer, loaded.get(k)!.data);
+  return [...loaded.keys()].filter((k) => !(k in targets));
+}
