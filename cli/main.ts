@@ -6,7 +6,8 @@
 const USAGE = `usage: deno task <command> [options]   (or: deno run -A cli/main.ts <command> ...)
 
 commands:
-  train [mlp]            train (with no stage: the default pipeline on the built-in dataset)
+  train [ae|mlp]         train (with no stage: the autoencoder on the built-in dataset)
+  encode --ae RUN        write the latent cache of every split with a trained autoencoder
   data info|stats|euler  describe a Well file/folder, compute stats.yaml, generate the built-in Euler dataset
   bench                  kernel benchmarks (deno task bench --help)
 
@@ -17,6 +18,7 @@ type Command = (args: string[]) => Promise<number>;
 const COMMANDS: Record<string, () => Promise<Command>> = {
   train: async () => (await import("./train.ts")).trainCommand,
   data: async () => (await import("./data.ts")).dataCommand,
+  encode: async () => (await import("./encode.ts")).encodeCommand,
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -3,7 +3,7 @@
  * data_offsets and `__metadata__` strings, then raw little-endian data), with PyTorch state-dict names, so
  * weights move both ways with `safetensors.torch`. Written to a temp name and renamed: never half a file.
  */
-import { writeBuffer } from "./runtime.ts";
+import { flush, writeBuffer } from "./runtime.ts";
 import { numel, shapeStr, Tensor } from "./tensor.ts";
 
 export interface LoadedTensor {
@@ -137,6 +137,7 @@ export function loadInto(
     }
     throw new CheckpointError(`${source} does not match the model: ${parts.join(" | ")}`);
   }
+  flush(); // queued writes must not overtake encoded work that still reads the old values
   for (const [k, t] of Object.entries(targets)) writeBuffer(t.buffer, loaded.get(k)!.data);
   return [...loaded.keys()].filter((k) => !(k in targets));
 }

@@ -7,3 +7,6 @@ export * from "./ops/index.ts";
 export { dropout, Generator } from "./random.ts";
 export { Adam, type AdamOptions, type StepOptions } from "./optim/adam.ts";
 export { cosineLr, gradNorm } from "./optim/clip.ts";
+export { profileReport } from "./profile.ts";
+export { PSGDKron, type PSGDKronOptions } from "./optim/psgd.ts";
+export { loadInto, loadSafetensors, saveSafetensors } from "./checkpoint.ts";

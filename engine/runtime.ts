@@ -9,6 +9,7 @@
  * - Pipelines are cached by WGSL source; each kernel carries a readable name for profiles and errors.
  */
 import { checkGpuErrors, gpu } from "./device.ts";
+import { nextTimestampWrites, profilingEnabled, resolveQueries } from "./profile.ts";
 
 export interface Kernel {
   /** Readable pipeline name, e.g. `matmul_f32_64x64_t4x4`. */
@@ -127,10 +128,20 @@ export function dispatch(k: Kernel, bindings: Binding[], workgroups: [number, nu
     layout: p.getBindGroupLayout(0),
     entries: bindings.map((b, i) => ({ binding: i, resource: "buffer" in b ? b : { buffer: b } })),
   });
+  if (profilingEnabled()) {
+    endPass();
+    let tw = nextTimestampWrites(k.name);
+    if (!tw) {
+      flush();
+      tw = nextTimestampWrites(k.name)!;
+    }
+    pass = getEncoder().beginComputePass({ timestampWrites: tw });
+  }
   if (!pass) pass = getEncoder().beginComputePass();
   pass.setPipeline(p);
   pass.setBindGroup(0, bg);
   pass.dispatchWorkgroups(workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1);
+  if (profilingEnabled()) endPass();
   dispatchesSinceSubmit++;
   counters.dispatches++;
 }
@@ -167,7 +178,9 @@ export function flush(): void {
     return;
   }
   endPass();
+  const afterSubmit = resolveQueries(encoder);
   gpu().device.queue.submit([encoder.finish()]);
+  afterSubmit?.();
   encoder = null;
   dispatchesSinceSubmit = 0;
   counters.submits++;

@@ -5,10 +5,12 @@
  * Invariants:
  * - A tensor created inside `scope(fn)` is disposed when `fn` returns unless it is returned (then it moves to the
  *   parent scope) or `keep()`-ed. Outside every scope a tensor lives until `dispose()`.
+ * - The outermost scope submits its work when it ends (no wait), so a training step's temporaries are reusable
+ *   by the next step and memory stays flat however rarely the loop reads back.
  * - Views (`reshape`, `detach`) share storage; the buffer goes back to the pool when the last view is disposed.
  * - Persistent tensors (parameters, gradients, optimizer state) are never tracked by scopes.
  */
-import { pool, readBuffer, releaseBuffer, writeBuffer } from "./runtime.ts";
+import { flush, pool, readBuffer, releaseBuffer, writeBuffer } from "./runtime.ts";
 
 export type Shape = readonly number[];
 
@@ -186,6 +188,7 @@ export function scope<T>(fn: () => T): T {
       if (scopes.length) scopes[scopes.length - 1].add(t);
     } else t.dispose();
   }
+  if (scopes.length === 0) flush();
   return result;
 }
 

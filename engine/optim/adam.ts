@@ -4,7 +4,15 @@
  * persistent tensors and part of `stateDict()` so a resumed run continues exactly.
  */
 import { ADAM_WG, adamAdvanceKernel, adamUpdateKernel } from "../../kernels/adam.wgsl.ts";
-import { dispatch, grid1d, releaseBuffer, uniformBuffer } from "../runtime.ts";
+import {
+  copyBuffer,
+  dispatch,
+  flush,
+  grid1d,
+  releaseBuffer,
+  uniformBuffer,
+  writeBuffer,
+} from "../runtime.ts";
 import { Tensor } from "../tensor.ts";
 
 export interface AdamOptions {
@@ -85,6 +93,28 @@ export class Adam {
       out[`adam.exp_avg_sq.${key}`] = this.v[i];
     });
     return out;
+  }
+
+  /** Restore from `stateDict()` output or its deserialised form (host arrays); every key must be present. */
+  loadStateDict(sd: Record<string, Tensor | ArrayLike<number> | number>): void {
+    flush(); // queued writes must not overtake encoded steps that still read the old state
+    for (const [key, target] of Object.entries(this.stateDict())) {
+      const v = sd[key];
+      if (v === undefined || typeof v === "number") {
+        throw new Error(`Adam.loadStateDict: missing tensor ${key}`);
+      }
+      if (v instanceof Tensor) {
+        if (v.size !== target.size) {
+          throw new Error(`Adam.loadStateDict: ${key} has ${v.size} values, expected ${target.size}`);
+        }
+        copyBuffer(v.buffer, 0, target.buffer, 0, target.byteSize);
+      } else {
+        if (v.length !== target.size) {
+          throw new Error(`Adam.loadStateDict: ${key} has ${v.length} values, expected ${target.size}`);
+        }
+        writeBuffer(target.buffer, Float32Array.from(v));
+      }
+    }
   }
 
   dispose(): void {

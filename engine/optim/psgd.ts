@@ -1,0 +1,293 @@
+/**
+ * PSGD-Kron on the GPU, the variant lola trained its autoencoders with (spec/psgd.md: heavyball 1.4.3
+ * `ForeachCachedDelayedPSGDKron`): debiased momentum, a Kronecker preconditioner with one factor per axis
+ * (dense upper-triangular up to `maxSizeTriangular`, diagonal otherwise), delayed and cached application
+ * P·u = u ×_k C_k, stochastic "whitening" updates of the factors on a host-side schedule (balancing on ~1%),
+ * the trust-region clip, decoupled weight decay.
+ *
+ * Deliberate choices (spec §1.5, §5): the cache starts at QᵀQ (1.4.3 left it uninitialised) and is refreshed
+ * from the updated Q ("fresh"; `staleCache: true` reproduces 1.4.3's one-update-stale dense caches); factor
+ * updates are skipped on the GPU when ‖G‖ is zero or not finite; the whole step is skipped on the GPU when the
+ * global gradient norm is not finite (as in Adam). `step()` only encodes: it never reads the GPU.
+ */
+import { PSGD_WG, psgdApplyKernel, psgdControlKernel, psgdMomentumKernel } from "../../kernels/psgd.wgsl.ts";
+import { noGrad } from "../autograd.ts";
+import { Generator } from "../random.ts";
+import { copyBuffer, dispatch, grid1d, releaseBuffer, uniformBuffer } from "../runtime.ts";
+import { scope, type Shape, shapeStr, Tensor } from "../tensor.ts";
+import { applyCaches, applyFactors, type Slot, type UpdateContext, updateFactors } from "./psgd_update.ts";
+import { HEAVYBALL_SCHEDULE_SEED, lolaUpdateProbability, scheduleDraw } from "./psgd_schedule.ts";
+
+export interface PSGDKronOptions {
+  lr: number;
+  /** Momentum β (debiased EMA); 0 feeds the raw gradient. Default 0.9. */
+  beta?: number;
+  /** Decoupled, lr-scaled weight decay on every tensor. Default 0. */
+  weightDecay?: number;
+  /** η of the factor update. Default 0.1. */
+  preconditionerLr?: number;
+  /** Factors start at s^{1/K}·I. Default 1. */
+  initScale?: number;
+  /** Axes longer than this get a diagonal factor. Default 4096 (lola; heavyball's own default is 2048). */
+  maxSizeTriangular?: number;
+  /** Tensors with fewer axes are fully diagonal. Default 2. */
+  minNdimTriangular?: number;
+  /** Force diagonal factors: the largest axis ("one_diag", ties → last axis) or all. Default "none". */
+  memorySaveMode?: "none" | "one_diag" | "all_diag";
+  /** p(n) of the update schedule. Default lola's max(1/64, 0.999ⁿ). */
+  updateProbability?: (n: number) => number;
+  /** Balance when the step's draw is below this (and K > 1). Default 0.01. */
+  balanceProbability?: number;
+  /** Seed XOR-ed with the step for heavyball's per-step uniform draw. Default 0x172381. */
+  scheduleSeed?: number;
+  /** Override of the schedule (tests): decisions for step t and per-tensor count n. */
+  schedule?: (t: number, n: number) => { update: boolean; balance: boolean };
+  /** 1.4.3's one-update-stale dense caches instead of fresh ones. Default false. */
+  staleCache?: boolean;
+  /** Trust-region clip of P·u. Default true. */
+  trustRegion?: boolean;
+  /** 1.4.3's damping noise σ·Z on G before the factor update. Default true. */
+  dampingNoise?: boolean;
+  /** Skip factor updates when ‖G‖ is 0 or not finite (spec §5.2). Default true. */
+  zeroGradGuard?: boolean;
+  /** Seed of the GPU generator of the probes V and the damping noise Z. Default 0. */
+  seed?: number;
+  /** Diagonal block size of the blocked triangular inverse. Default 32. */
+  inverseLeaf?: number;
+  /** Inject the probe V for parameter `index` (tests); undefined → drawn on the GPU. */
+  probes?: (index: number, shape: Shape) => Tensor | undefined;
+}
+
+export interface PSGDStepOptions {
+  /** Learning rate for this step (e.g. from a schedule); defaults to the constructor's. */
+  lr?: number;
+  /** Global gradient norm, shape [1], from `gradNorm(params)`: non-finite → the step is skipped on the GPU. */
+  gradNorm?: Tensor;
+  /** Clip gradients to this global norm (needs gradNorm); 0 = no clipping. */
+  maxNorm?: number;
+}
+
+type Resolved =
+  & Required<Omit<PSGDKronOptions, "schedule" | "probes">>
+  & Pick<PSGDKronOptions, "schedule" | "probes">;
+
+const DEFAULTS: Omit<Resolved, "lr"> = {
+  beta: 0.9,
+  weightDecay: 0,
+  preconditionerLr: 0.1,
+  initScale: 1,
+  maxSizeTriangular: 4096,
+  minNdimTriangular: 2,
+  memorySaveMode: "none",
+  updateProbability: lolaUpdateProbability,
+  balanceProbability: 0.01,
+  scheduleSeed: HEAVYBALL_SCHEDULE_SEED,
+  staleCache: false,
+  trustRegion: true,
+  dampingNoise: true,
+  zeroGradGuard: true,
+  seed: 0,
+  inverseLeaf: 32,
+};
+
+/** Which axes get a dense triangular factor (spec §1.2). */
+export function denseAxes(
+  shape: readonly number[],
+  o: Pick<Resolved, "maxSizeTriangular" | "minNdimTriangular" | "memorySaveMode">,
+): boolean[] {
+  const dense = shape.map((d) => shape.length >= o.minNdimTriangular && d > 1 && d <= o.maxSizeTriangular);
+  if (o.memorySaveMode === "all_diag") return dense.map(() => false);
+  if (o.memorySaveMode === "one_diag" && shape.length) {
+    let big = 0;
+    shape.forEach((d, k) => big = d >= shape[big] ? k : big);
+    dense[big] = false;
+  }
+  return dense;
+}
+
+const persistent = (data: Float32Array, shape: Shape) => Tensor.fromData(data, shape, { persistent: true });
+
+export class PSGDKron {
+  readonly params: Tensor[];
+  opts: Resolved;
+  /** [t (applied steps), skipped steps, β^t] on the GPU. */
+  readonly counters: Tensor;
+  /** Host step count (schedule draws). */
+  t = 0;
+  private slots: Slot[];
+  private live: Tensor;
+  private finite: Tensor;
+  private gen: Generator;
+  private draw: { t: number; r: number } = { t: -1, r: 0 };
+
+  constructor(params: Tensor[], opts: PSGDKronOptions) {
+    this.params = params;
+    this.opts = { ...DEFAULTS, ...opts };
+    this.counters = persistent(new Float32Array([0, 0, 1]), [3]);
+    this.live = persistent(new Float32Array(4), [4]);
+    this.finite = persistent(new Float32Array(1), [1]);
+    this.gen = new Generator(this.opts.seed);
+    this.slots = params.map((p, i) => this.makeSlot(p, i));
+  }
+
+  private makeSlot(p: Tensor, i: number): Slot {
+    const shape = p.ndim ? [...p.shape] : [1];
+    const dense = denseAxes(shape, this.opts);
+    const s = this.opts.initScale ** (1 / shape.length);
+    const factors = shape.map((d, k) => {
+      const q = new Float32Array(dense[k] ? d * d : d);
+      for (let j = 0; j < d; j++) q[dense[k] ? j * d + j : j] = s;
+      const c = q.map((v) => v * v);
+      const fshape = dense[k] ? [d, d] : [d];
+      return { dense: dense[k], d, q: persistent(q, fshape), cache: persistent(c, fshape) };
+    });
+    return {
+      param: p,
+      key: p.name ?? String(i),
+      shape,
+      m: persistent(new Float32Array(p.size), p.shape),
+      factors,
+      ell: persistent(new Float32Array(shape.length), [shape.length]),
+      n: 0,
+    };
+  }
+
+  /** One optimizer step over every parameter that has a gradient (encodes only; never reads the GPU). */
+  step(o: PSGDStepOptions = {}): void {
+    if ((o.maxNorm ?? 0) > 0 && !o.gradNorm) throw new Error("PSGDKron.step: maxNorm needs gradNorm");
+    const { beta, weightDecay } = this.opts;
+    this.t++;
+    noGrad(() =>
+      scope(() => {
+        const ctl = uniformBuffer(new Float32Array([o.maxNorm ?? 0, beta, 0, 0]));
+        const gn = o.gradNorm ?? this.finite;
+        dispatch(psgdControlKernel(), [this.counters.buffer, this.live.buffer, gn.buffer, ctl], [1]);
+        releaseBuffer(ctl);
+        const hyper = uniformBuffer(new Float32Array([o.lr ?? this.opts.lr, weightDecay, 0, 0]));
+        this.slots.forEach((s, i) => {
+          const g = s.param.grad;
+          if (!g) return;
+          if (g.size !== s.param.size) throw new Error(`PSGDKron: gradient ${shapeStr(g.shape)} of ${s.key}`);
+          s.n++;
+          const n = s.param.size;
+          dispatch(psgdMomentumKernel(n), [s.m.buffer, g.buffer, this.live.buffer], grid1d(n, PSGD_WG));
+          // Delayed: P·u uses the caches from before this step's factor update.
+          const d = applyCaches(s, s.m);
+          const apply = psgdApplyKernel(n, this.opts.trustRegion);
+          dispatch(apply, [s.param.buffer, d.buffer, this.live.buffer, hyper], grid1d(n, PSGD_WG));
+          d.dispose();
+          const dec = this.decide(s);
+          if (dec.update) updateFactors(s, this.context(i, s), dec.balance);
+        });
+        releaseBuffer(hyper);
+      })
+    );
+  }
+
+  private decide(s: Slot): { update: boolean; balance: boolean } {
+    if (this.opts.schedule) return this.opts.schedule(this.t, s.n);
+    if (this.draw.t !== this.t) this.draw = { t: this.t, r: scheduleDraw(this.t, this.opts.scheduleSeed) };
+    const update = this.draw.r < this.opts.updateProbability(s.n);
+    return { update, balance: update && this.draw.r < this.opts.balanceProbability };
+  }
+
+  private context(i: number, s: Slot): UpdateContext {
+    const o = this.opts;
+    const n = s.param.size;
+    return {
+      eta: o.preconditionerLr,
+      staleCache: o.staleCache,
+      zeroGradGuard: o.zeroGradGuard,
+      inverseLeaf: o.inverseLeaf,
+      live: this.live,
+      noise: o.dampingNoise ? () => this.gen.normal([n]) : null,
+      probe: () => o.probes?.(i, s.shape) ?? this.gen.normal([n]),
+    };
+  }
+
+  /** P·x for parameter `index` (diagnostics, tests): from the caches (what the step uses) or the factors. */
+  precondition(index: number, x: Tensor, source: "cache" | "factors" = "cache"): Tensor {
+    const s = this.slots[index];
+    if (x.size !== s.param.size) throw new Error(`precondition: ${shapeStr(x.shape)} vs ${s.key}`);
+    return noGrad(() => {
+      const y = source === "cache" ? applyCaches(s, x) : applyFactors(s, x);
+      const out = y.view(s.param.shape);
+      y.dispose();
+      return out;
+    });
+  }
+
+  /** Factor layout per parameter, e.g. for logs: "dense" or "diag" per axis. */
+  layout(): { key: string; shape: number[]; factors: ("dense" | "diag")[] }[] {
+    return this.slots.map((s) => ({
+      key: s.key,
+      shape: s.shape,
+      factors: s.factors.map((f) => f.dense ? "dense" : "diag"),
+    }));
+  }
+
+  /** Live state tensors of parameter `index` (tests, diagnostics): do not dispose. */
+  slotState(index: number): { m: Tensor; q: Tensor[]; cache: Tensor[]; ell: Tensor } {
+    const s = this.slots[index];
+    return { m: s.m, q: s.factors.map((f) => f.q), cache: s.factors.map((f) => f.cache), ell: s.ell };
+  }
+
+  /** [applied steps, skipped steps] (a sync: call only when logging). */
+  async stepCounts(): Promise<{ steps: number; skipped: number }> {
+    const [steps, skipped] = await this.counters.read();
+    return { steps, skipped };
+  }
+
+  /**
+   * The live state (tensors are not copies; do not dispose). Keys: `psgd.counters` [t, skipped, β^t],
+   * `psgd.exp_avg.<p>` (debiased momentum, the parameter's shape), `psgd.Q.<p>.<k>` ([d, d] upper-triangular,
+   * dense storage, or [d] diagonal; k is the parameter's axis),
+   * `psgd.cache.<p>.<k>`; numbers `psgd.step`, `psgd.rng_calls`, `psgd.n.<p>`.
+   */
+  stateDict(): Record<string, Tensor | number> {
+    const out: Record<string, Tensor | number> = {
+      "psgd.counters": this.counters,
+      "psgd.step": this.t,
+      "psgd.rng_calls": this.gen.state.calls,
+    };
+    for (const s of this.slots) {
+      out[`psgd.exp_avg.${s.key}`] = s.m;
+      out[`psgd.n.${s.key}`] = s.n;
+      s.factors.forEach((f, k) => {
+        out[`psgd.Q.${s.key}.${k}`] = f.q;
+        out[`psgd.cache.${s.key}.${k}`] = f.cache;
+      });
+    }
+    return out;
+  }
+
+  /** Restore from `stateDict()` output (or its deserialised form: tensors or flat float arrays). */
+  loadStateDict(sd: Record<string, Tensor | ArrayLike<number> | number>): void {
+    const mine = this.stateDict();
+    for (const [key, target] of Object.entries(mine)) {
+      const v = sd[key];
+      if (v === undefined) throw new Error(`PSGDKron.loadStateDict: missing ${key}`);
+      if (typeof target === "number") {
+        if (typeof v !== "number") throw new Error(`PSGDKron.loadStateDict: ${key} should be a number`);
+        continue;
+      }
+      if (typeof v === "number") throw new Error(`PSGDKron.loadStateDict: ${key} should be a tensor`);
+      const src = v instanceof Tensor ? v : Tensor.fromData(Float32Array.from(v), [v.length]);
+      if (src.size !== target.size) {
+        throw new Error(`PSGDKron.loadStateDict: ${key} has ${src.size} values, expected ${target.size}`);
+      }
+      copyBuffer(src.buffer, 0, target.buffer, 0, target.byteSize);
+      if (src !== v) src.dispose();
+    }
+    this.t = sd["psgd.step"] as number;
+    this.gen.state = { seed: this.opts.seed, calls: sd["psgd.rng_calls"] as number };
+    for (const s of this.slots) s.n = sd[`psgd.n.${s.key}`] as number;
+  }
+
+  dispose(): void {
+    for (const s of this.slots) {
+      for (const t of [s.m, s.ell, ...s.factors.flatMap((f) => [f.q, f.cache])]) t.dispose();
+    }
+    for (const t of [this.counters, this.live, this.finite]) t.dispose();
+  }
+}

@@ -1,0 +1,165 @@
+/**
+ * GPU building blocks of PSGD-Kron (spec/psgd.md §6), on raw tensors without autodiff: mode-k products, the
+ * combined Grams E = triu(T1 − T2) / S = T1 + T2, the blocked upper-triangular inverse. Small factor sizes use
+ * the kernels of kernels/psgd.wgsl.ts; factors above PSGD_SMALL_D go through the engine's tiled matmul.
+ * Every function encodes dispatches only and returns temporaries of the caller's scope.
+ */
+import {
+  gramChunks,
+  gramInvocations,
+  modeInvocations,
+  PSGD_SMALL_D,
+  PSGD_WG,
+  psgdGramFinishKernel,
+  psgdGramKernel,
+  psgdModeKernel,
+  psgdTriInvLeafKernel,
+  psgdTriKernel,
+  triInvocations,
+} from "../../kernels/psgd.wgsl.ts";
+import { matmulRaw } from "../ops/matmul.ts";
+import { permute } from "../ops/shape.ts";
+import { dispatch, grid1d } from "../runtime.ts";
+import { Tensor } from "../tensor.ts";
+
+/** The [a, d, b] view of `shape` around axis k. */
+export function splitAxis(shape: readonly number[], k: number): [number, number, number] {
+  const a = shape.slice(0, k).reduce((x, y) => x * y, 1);
+  const b = shape.slice(k + 1).reduce((x, y) => x * y, 1);
+  return [a, shape[k], b];
+}
+
+/** Largest batch of the tiled matmul (its batch runs on the z axis of the grid). */
+const MAX_BATCH = 65535;
+/** Narrower outputs go to the own tiled kernel. */
+const MIN_MATMUL_COLS = 32;
+
+/**
+ * Y = X ×_k M: op "mm" uses M, "mmT" uses Mᵀ (d×d); "mul"/"div" scale by the vector M. `upper` tells the own
+ * kernel that M is upper-triangular. Returns a flat tensor of X's size.
+ */
+export function modeProduct(
+  x: Tensor,
+  shape: readonly number[],
+  k: number,
+  m: Tensor,
+  op: "mm" | "mmT" | "mul" | "div",
+  upper = false,
+): Tensor {
+  const [a, d, b] = splitAxis(shape, k);
+  const dense = op === "mm" || op === "mmT";
+  const trans = op === "mmT";
+  if (dense && d > PSGD_SMALL_D) {
+    const mm = m.view([d, d]);
+    // The tiled matmul wastes most of its 64-wide tiles on narrow outputs ([C, C, 3, 3] has b = 9).
+    const y = b === 1
+      ? viewed(x, [a, d], (v) => matmulRaw(v, mm, false, !trans))
+      : b < MIN_MATMUL_COLS
+      ? null
+      : a === 1
+      ? viewed(x, [d, b], (v) => matmulRaw(mm, v, trans, false))
+      : a <= MAX_BATCH
+      ? viewed(x, [a, d, b], (v) => matmulRaw(mm, v, trans, false))
+      : null;
+    mm.dispose();
+    if (y) return y;
+  }
+  const y = Tensor.empty([x.size]);
+  const cfg = { a, d, b, op, upper };
+  dispatch(psgdModeKernel(cfg), [x.buffer, m.buffer, y.buffer], grid1d(modeInvocations(cfg), PSGD_WG));
+  return y;
+}
+
+/** fn(x viewed as `shape`), with the view released and the result flattened. */
+function viewed(x: Tensor, shape: number[], fn: (v: Tensor) => Tensor): Tensor {
+  const v = x.view(shape);
+  const y = fn(v);
+  v.dispose();
+  const out = y.view([y.size]);
+  y.dispose();
+  return out;
+}
+
+/** Gram_k(X) = X_(k) X_(k)ᵀ with the tiled matmul (for large d). */
+function gramMatmul(x: Tensor, shape: readonly number[], k: number): Tensor {
+  const [a, d, b] = splitAxis(shape, k);
+  if (a === 1) return viewed(x, [d, b], (v) => matmulRaw(v, v, false, true));
+  if (b === 1) return viewed(x, [a, d], (v) => matmulRaw(v, v, true, false));
+  const p = viewed(x, [a, d, b], (v) => permute(v, [1, 0, 2], false));
+  const g = viewed(p, [d, a * b], (v) => matmulRaw(v, v, false, true));
+  p.dispose();
+  return g;
+}
+
+/**
+ * For axis k: E = triu(Gram_k(A) − Gram_k(B)) and S = Gram_k(A) + Gram_k(B), both d×d (S full); with `diag`
+ * only the diagonals, as length-d vectors e = t1 − t2 and s = t1 + t2.
+ */
+export function grams(
+  aT: Tensor,
+  bT: Tensor,
+  shape: readonly number[],
+  k: number,
+  diag: boolean,
+): { e: Tensor; s: Tensor } {
+  const [a, d, b] = splitAxis(shape, k);
+  const outs = diag ? d : d * d;
+  const e = Tensor.empty([outs]), s = Tensor.empty([outs]);
+  if (!diag && d > PSGD_SMALL_D) {
+    const t1 = gramMatmul(aT, shape, k), t2 = gramMatmul(bT, shape, k);
+    const fin = psgdGramFinishKernel({ d, chunks: 1, diag, from: "grams" });
+    dispatch(fin, [t1.buffer, t2.buffer, e.buffer, s.buffer], grid1d(outs, PSGD_WG));
+    t1.dispose();
+    t2.dispose();
+    return { e, s };
+  }
+  const chunks = gramChunks(a, d, b, diag);
+  const pe = Tensor.empty([chunks * outs]), ps = Tensor.empty([chunks * outs]);
+  const cfg = { a, d, b, chunks, diag };
+  const bind = [aT.buffer, bT.buffer, pe.buffer, ps.buffer];
+  dispatch(psgdGramKernel(cfg), bind, grid1d(gramInvocations(cfg), PSGD_WG));
+  const fin = psgdGramFinishKernel({ d, chunks, diag, from: "partials" });
+  dispatch(fin, [pe.buffer, ps.buffer, e.buffer, s.buffer], grid1d(outs, PSGD_WG));
+  pe.dispose();
+  ps.dispose();
+  return { e, s };
+}
+
+/**
+ * Q⁻¹ for an upper-triangular d×d Q with positive diagonal (spec §6.6 option b): diagonal blocks of `leaf`
+ * rows by back substitution, then log₂(d/leaf) doubling levels of [[A, C], [0, D]]⁻¹ = [[A⁻¹, −A⁻¹CD⁻¹],
+ * [0, D⁻¹]], each two dispatches.
+ */
+export function triuInverse(q: Tensor, d: number, leaf = 32): Tensor {
+  if (leaf % 4 !== 0) throw new Error(`triuInverse: leaf ${leaf} is not a multiple of 4`);
+  const x = Tensor.empty([d * d]);
+  dispatch(psgdTriInvLeafKernel({ d, leaf }), [q.buffer, x.buffer], grid1d(d, PSGD_WG));
+  if (leaf >= d) return x;
+  const t = Tensor.empty([d * d]);
+  const grid = grid1d(triInvocations(d), PSGD_WG);
+  for (let h = leaf; h < d; h *= 2) {
+    dispatch(psgdTriKernel(d, { kind: "inv0", h }), [q.buffer, x.buffer, t.buffer], grid);
+    dispatch(psgdTriKernel(d, { kind: "inv1", h }), [x.buffer, t.buffer], grid);
+  }
+  t.dispose();
+  return x;
+}
+
+/** Index of (i, j ≥ i) in heavyball's packed upper triangle (`store_triu_as_line`, torch.triu_indices order). */
+export function triuIndex(i: number, j: number, d: number): number {
+  return i * d - (i * (i - 1)) / 2 + (j - i);
+}
+
+/** Dense d×d upper-triangular (row-major) → heavyball's packed line of d(d+1)/2 values. */
+export function packTriu(q: ArrayLike<number>, d: number): Float32Array {
+  const out = new Float32Array((d * (d + 1)) / 2);
+  for (let i = 0; i < d; i++) for (let j = i; j < d; j++) out[triuIndex(i, j, d)] = q[i * d + j];
+  return out;
+}
+
+/** heavyball's packed line → dense d×d with an exact-zero lower triangle. */
+export function unpackTriu(line: ArrayLike<number>, d: number): Float32Array {
+  const out = new Float32Array(d * d);
+  for (let i = 0; i < d; i++) for (let j = i; j < d; j++) out[i * d + j] = line[triuIndex(i, j, d)];
+  return out;
+}

@@ -1,0 +1,660 @@
+/**
+ * PSGD-Kron kernels (spec/psgd.md §6): step control, momentum, the trust-region parameter update, mode-k
+ * products, split-K Grams with the E/S epilogue, the lb normaliser, the triangular factor update, the blocked
+ * triangular inverse, caches, balancing. Shapes, η and slots are baked in; per-step scalars (lr, weight decay,
+ * clip norm) come from a uniform so one pipeline serves a whole run.
+ *
+ * Guards: every kernel that writes optimizer state reads a flag from the GPU — `step[0]` (the global gradient
+ * norm was finite) or `qctl[0]` (that, and this tensor's ‖G‖ is finite and non-zero) — so a bad step is skipped
+ * on the device and the host never waits.
+ */
+import { f32, linearIndex, MAIN_BUILTINS, MATH_PRELUDE } from "./common.ts";
+import type { Kernel } from "../engine/runtime.ts";
+
+export const PSGD_WG = 64;
+/** Threads of the single-workgroup kernels (normaliser, diagonal update, max-abs). */
+export const PSGD_WG1 = 256;
+/** Largest factor size handled by the own mode-product / Gram kernels; larger ones use the tiled matmul. */
+export const PSGD_SMALL_D = 64;
+
+/** Smallest normal f32 (spec §0 TINY), as an exact literal. */
+const TINY = f32(2 ** -126);
+
+const head = (wg: number) =>
+  `@compute @workgroup_size(${wg})\nfn main(${MAIN_BUILTINS}) {\n  ${linearIndex(wg)}`;
+
+/**
+ * counters = [t, skipped, β^t] (persistent), step = [go, clip scale, momentum weight w_t] (written here),
+ * gn = [global grad norm]. w_t = (1−β)/(1−β^t) makes the stored EMA the debiased one (§1.1).
+ */
+export function psgdControlKernel(): Kernel {
+  return {
+    name: "psgd_control",
+    code: `${MATH_PRELUDE}
+struct Hyper { max_norm: f32, beta: f32, pad0: f32, pad1: f32 };
+@group(0) @binding(0) var<storage, read_write> counters: array<f32>;
+@group(0) @binding(1) var<storage, read_write> step: array<f32>;
+@group(0) @binding(2) var<storage, read> gn: array<f32>;
+@group(0) @binding(3) var<uniform> h: Hyper;
+@compute @workgroup_size(1)
+fn main() {
+  let norm = gn[0];
+  if (!isfinite_(norm)) {
+    counters[1] = counters[1] + 1.0;
+    step[0] = 0.0; step[1] = 0.0; step[2] = 0.0;
+    return;
+  }
+  counters[0] = counters[0] + 1.0;
+  let bp = counters[2] * h.beta;
+  counters[2] = bp;
+  var scale = 1.0;
+  if (h.max_norm > 0.0) { scale = min(1.0, h.max_norm / (norm + 1e-6)); }
+  step[0] = 1.0; step[1] = scale; step[2] = (1.0 - h.beta) / (1.0 - bp);
+}`,
+  };
+}
+
+/** m ← m + w_t·(s·g − m) where the step is live. */
+export function psgdMomentumKernel(n: number): Kernel {
+  return {
+    name: `psgd_momentum_${n}`,
+    code: `@group(0) @binding(0) var<storage, read_write> m: array<f32>;
+@group(0) @binding(1) var<storage, read> g: array<f32>;
+@group(0) @binding(2) var<storage, read> step: array<f32>;
+${head(PSGD_WG)}
+  if (i >= ${n}u || step[0] == 0.0) { return; }
+  m[i] = m[i] + step[2] * (step[1] * g[i] - m[i]);
+}`,
+  };
+}
+
+/** p ← p·(1 − lr·wd) − lr·f(D), f the trust-region clip of §3.5 (or identity). */
+export function psgdApplyKernel(n: number, clip: boolean): Kernel {
+  const f = clip
+    ? `let y = clamp(d / 1.5, -1e30, 1e30);
+  let u = clamp(1.5 * (0.9 * tanh_(y) + 0.1 * sign(y) * log1p_(abs(y))), -2.0, 2.0);`
+    : `let u = d;`;
+  return {
+    name: `psgd_apply_${n}${clip ? "_tr" : ""}`,
+    code: `${MATH_PRELUDE}
+struct Hyper { lr: f32, wd: f32, pad0: f32, pad1: f32 };
+@group(0) @binding(0) var<storage, read_write> p: array<f32>;
+@group(0) @binding(1) var<storage, read> D: array<f32>;
+@group(0) @binding(2) var<storage, read> step: array<f32>;
+@group(0) @binding(3) var<uniform> h: Hyper;
+${head(PSGD_WG)}
+  if (i >= ${n}u || step[0] == 0.0) { return; }
+  let d = D[i];
+  ${f}
+  p[i] = p[i] * (1.0 - h.lr * h.wd) - h.lr * u;
+}`,
+  };
+}
+
+/**
+ * Per-tensor update control from ss = ‖G‖²: qctl = [go, σ] with σ = √ε32·‖G‖/N (1.4.3 damping, §2.3.1).
+ * With the zero-gradient guard (§5.2) the update is skipped unless ss is finite and > 0.
+ */
+export function psgdUpdateControlKernel(n: number, guard: boolean): Kernel {
+  const cond = guard ? "step[0] != 0.0 && isfinite_(ss) && ss > 0.0" : "step[0] != 0.0";
+  return {
+    name: `psgd_qctl_${n}${guard ? "_guard" : ""}`,
+    code: `${MATH_PRELUDE}
+@group(0) @binding(0) var<storage, read> ss_: array<f32>;
+@group(0) @binding(1) var<storage, read> step: array<f32>;
+@group(0) @binding(2) var<storage, read_write> qctl: array<f32>;
+@compute @workgroup_size(1)
+fn main() {
+  let ss = ss_[0];
+  qctl[0] = select(0.0, 1.0, ${cond});
+  qctl[1] = ${f32(Math.sqrt(2 ** -23))} * sqrt(ss) / ${f32(n)};
+}`,
+  };
+}
+
+/** out = x + σ·z (damping noise). */
+export function psgdNoiseKernel(n: number): Kernel {
+  return {
+    name: `psgd_noise_${n}`,
+    code: `@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> z: array<f32>;
+@group(0) @binding(2) var<storage, read> qctl: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+${head(PSGD_WG)}
+  if (i >= ${n}u) { return; }
+  out[i] = x[i] + qctl[1] * z[i];
+}`,
+  };
+}
+
+export interface ModeConfig {
+  /** The tensor viewed as [a, d, b] around the axis. */
+  a: number;
+  d: number;
+  b: number;
+  /** "mm": Σ_j M[i,j] X[j]; "mmT": Σ_j M[j,i] X[j]; "mul"/"div": scale by v[i] or 1/v[i]. */
+  op: "mm" | "mmT" | "mul" | "div";
+  /** M is upper-triangular: skip its zero half. */
+  upper: boolean;
+}
+
+const ceil4 = (x: number) => Math.ceil(x / 4);
+
+/** Invocations of psgdModeKernel: one per element (diagonal ops) or per 4 rows × 4 columns of X_(k). */
+export function modeInvocations(c: ModeConfig): number {
+  const n = c.a * c.d * c.b;
+  return c.op === "mul" || c.op === "div" ? n : ceil4(c.d) * ceil4(c.a * c.b);
+}
+
+/** Address of column `col` (= p·b + q) of the mode unfolding at row 0. */
+const colBase = (col: string, d: number, b: number) => `(${col} / ${b}u) * ${d * b}u + ${col} % ${b}u`;
+
+/**
+ * Y = X ×_k M on the [a, d, b] view, i.e. Y_(k) = M·X_(k) with column c = (p, q) of the unfolding at
+ * p·d·b + q. Dense ops hold a 4×4 tile of Y_(k) in registers (16 FMAs per 8 loads); consecutive invocations
+ * take consecutive column blocks.
+ */
+export function psgdModeKernel(c: ModeConfig): Kernel {
+  const { a, d, b } = c;
+  const n = a * d * b;
+  const name = `psgd_mode_${c.op}${c.upper ? "_triu" : ""}_${a}x${d}x${b}`;
+  const decls = `@group(0) @binding(0) var<storage, read> X: array<f32>;
+@group(0) @binding(1) var<storage, read> M: array<f32>;
+@group(0) @binding(2) var<storage, read_write> Y: array<f32>;`;
+  if (c.op === "mul" || c.op === "div") {
+    return {
+      name,
+      code: `${decls}
+${head(PSGD_WG)}
+  if (i >= ${n}u) { return; }
+  Y[i] = X[i] ${c.op === "mul" ? "*" : "/"} M[(i / ${b}u) % ${d}u];
+}`,
+    };
+  }
+  const cols = a * b, tc = ceil4(cols);
+  const trans = c.op === "mmT";
+  const [lo, hi] = !c.upper
+    ? ["0u", `${d - 1}u`]
+    : trans
+    ? ["0u", `min(i0 + 3u, ${d - 1}u)`]
+    : ["i0", `${d - 1}u`];
+  const m = (r: string) => (trans ? `M[j * ${d}u + ${r}]` : `M[${r} * ${d}u + j]`);
+  const k4 = [0, 1, 2, 3];
+  const stores: string[] = [];
+  for (const r of k4) {
+    for (const q of k4) {
+      stores.push(
+        `if (i0 + ${r}u < ${d}u && c0 + ${q}u < ${cols}u) { Y[cb${q} + (i0 + ${r}u) * ${b}u] = y${r}[${q}]; }`,
+      );
+    }
+  }
+  return {
+    name,
+    code: `${decls}
+${head(PSGD_WG)}
+  if (i >= ${ceil4(d) * tc}u) { return; }
+  let c0 = (i % ${tc}u) * 4u;
+  let i0 = (i / ${tc}u) * 4u;
+  ${k4.map((q) => `let cb${q} = ${colBase(`min(c0 + ${q}u, ${cols - 1}u)`, d, b)};`).join("\n  ")}
+  ${k4.map((r) => `let ri${r} = min(i0 + ${r}u, ${d - 1}u);`).join("\n  ")}
+  var y0 = vec4f(0.0);
+  var y1 = vec4f(0.0);
+  var y2 = vec4f(0.0);
+  var y3 = vec4f(0.0);
+  for (var j = ${lo}; j <= ${hi}; j++) {
+    let o = j * ${b}u;
+    let xv = vec4f(X[cb0 + o], X[cb1 + o], X[cb2 + o], X[cb3 + o]);
+    ${k4.map((r) => `y${r} = fma(vec4f(${m(`ri${r}`)}), xv, y${r});`).join("\n    ")}
+  }
+  ${stores.join("\n  ")}
+}`,
+  };
+}
+
+export interface GramConfig {
+  a: number;
+  d: number;
+  b: number;
+  /** Split of the a·b contracted columns. */
+  chunks: number;
+  /** Only the diagonal (SqSum_k), for diagonal factors. */
+  diag: boolean;
+}
+
+/** Parallel partial sums per chunk: rows (diagonal) or upper 4×4 tiles of the d×d Gram. */
+function gramUnits(d: number, diag: boolean): number {
+  return diag ? d : ceil4(d) * ceil4(d);
+}
+
+/** Chunks so that ≥ 8k partial sums run in parallel, each at least 32 columns long. */
+export function gramChunks(a: number, d: number, b: number, diag: boolean): number {
+  const cols = a * b;
+  const want = Math.max(1, Math.ceil(8192 / gramUnits(d, diag)));
+  const len = Math.ceil(cols / Math.max(1, Math.min(want, Math.ceil(cols / 32))));
+  return Math.ceil(cols / len);
+}
+
+export function gramInvocations(c: GramConfig): number {
+  return c.chunks * gramUnits(c.d, c.diag);
+}
+
+/**
+ * Split-K partial Grams of A and B along one axis, already combined: pe = Σ A_i A_j − B_i B_j and
+ * ps = Σ A_i A_j + B_i B_j, laid out [chunk, i, j] (every j ≥ i is written) or [chunk, i] when diag.
+ * Dense: one 4×4 tile (tiles on or above the diagonal) per invocation, 32 FMAs per 16 loads.
+ */
+export function psgdGramKernel(c: GramConfig): Kernel {
+  const { a, d, b, chunks } = c;
+  const cols = a * b;
+  const len = Math.ceil(cols / chunks);
+  const units = gramUnits(d, c.diag);
+  const name = `psgd_gram${c.diag ? "_diag" : ""}_${a}x${d}x${b}_c${chunks}`;
+  const pre = `@group(0) @binding(0) var<storage, read> A: array<f32>;
+@group(0) @binding(1) var<storage, read> B: array<f32>;
+@group(0) @binding(2) var<storage, read_write> pe: array<f32>;
+@group(0) @binding(3) var<storage, read_write> ps: array<f32>;
+${head(PSGD_WG)}
+  if (i >= ${chunks * units}u) { return; }
+  let u = i % ${units}u;
+  let c = i / ${units}u;
+  let end = min(${cols}u, (c + 1u) * ${len}u);`;
+  if (c.diag) {
+    return {
+      name,
+      code: `${pre}
+  var ta = 0.0;
+  var tb = 0.0;
+  for (var col = c * ${len}u; col < end; col++) {
+    let o = ${colBase("col", d, b)} + u * ${b}u;
+    ta = fma(A[o], A[o], ta);
+    tb = fma(B[o], B[o], tb);
+  }
+  pe[i] = ta - tb;
+  ps[i] = ta + tb;
+}`,
+    };
+  }
+  const k4 = [0, 1, 2, 3];
+  const t = ceil4(d);
+  const load = (buf: string, v: string) => `vec4f(${k4.map((k) => `${buf}[o + ${v}${k}]`).join(", ")})`;
+  const stores: string[] = [];
+  for (const r of k4) {
+    for (const s of k4) {
+      stores.push(`if (r0 + ${r}u < ${d}u && s0 + ${s}u < ${d}u) {
+    let w = c * ${d * d}u + (r0 + ${r}u) * ${d}u + s0 + ${s}u;
+    pe[w] = ta${r}[${s}] - tb${r}[${s}];
+    ps[w] = ta${r}[${s}] + tb${r}[${s}];
+  }`);
+    }
+  }
+  return {
+    name,
+    code: `${pre}
+  let r0 = (u / ${t}u) * 4u;
+  let s0 = (u % ${t}u) * 4u;
+  if (s0 + 3u < r0) { return; }
+  ${k4.map((k) => `let rr${k} = min(r0 + ${k}u, ${d - 1}u) * ${b}u;`).join("\n  ")}
+  ${k4.map((k) => `let ss${k} = min(s0 + ${k}u, ${d - 1}u) * ${b}u;`).join("\n  ")}
+  ${k4.map((k) => `var ta${k} = vec4f(0.0);\n  var tb${k} = vec4f(0.0);`).join("\n  ")}
+  for (var col = c * ${len}u; col < end; col++) {
+    let o = ${colBase("col", d, b)};
+    let ar = ${load("A", "rr")};
+    let as_ = ${load("A", "ss")};
+    let br = ${load("B", "rr")};
+    let bs = ${load("B", "ss")};
+    ${
+      k4.map((k) =>
+        `ta${k} = fma(vec4f(ar[${k}]), as_, ta${k});\n    tb${k} = fma(vec4f(br[${k}]), bs, tb${k});`
+      ).join("\n    ")
+    }
+  }
+  ${stores.join("\n  ")}
+}`,
+  };
+}
+
+/**
+ * Epilogue: E = triu(T1 − T2), S = T1 + T2 (full, symmetric) from the split-K partials ("partials") or from two
+ * full Grams T1, T2 ("grams"). Diagonal factors keep e = t1 − t2, s = t1 + t2 as vectors.
+ */
+export function psgdGramFinishKernel(
+  c: { d: number; chunks: number; diag: boolean; from: "partials" | "grams" },
+): Kernel {
+  const { d, chunks } = c;
+  const outs = c.diag ? d : d * d;
+  let body: string;
+  if (c.from === "grams") {
+    body = `let r = i / ${d}u; let s = i % ${d}u;
+  let lo = min(r, s) * ${d}u + max(r, s);
+  E[i] = select(0.0, X1[i] - X2[i], s >= r);
+  S[i] = X1[lo] + X2[lo];`;
+  } else {
+    const src = c.diag ? "let src = i;" : `let r = i / ${d}u; let s = i % ${d}u;
+  let src = min(r, s) * ${d}u + max(r, s);`;
+    const eOut = c.diag ? "E[i] = e;" : "E[i] = select(0.0, e, s >= r);";
+    body = `${src}
+  var e = 0.0;
+  var t = 0.0;
+  for (var k = 0u; k < ${chunks}u; k++) { e += X1[k * ${outs}u + src]; t += X2[k * ${outs}u + src]; }
+  ${eOut}
+  S[i] = t;`;
+  }
+  return {
+    name: `psgd_gram_finish_${c.from}${c.diag ? "_diag" : ""}_${d}_c${chunks}`,
+    code: `@group(0) @binding(0) var<storage, read> X1: array<f32>;
+@group(0) @binding(1) var<storage, read> X2: array<f32>;
+@group(0) @binding(2) var<storage, read_write> E: array<f32>;
+@group(0) @binding(3) var<storage, read_write> S: array<f32>;
+${head(PSGD_WG)}
+  if (i >= ${outs}u) { return; }
+  ${body}
+}`,
+  };
+}
+
+const TREE = (op: (a: string, b: string) => string) =>
+  `workgroupBarrier();
+  for (var w = ${PSGD_WG1 / 2}u; w > 0u; w >>= 1u) {
+    if (lid < w) { red[lid] = ${op("red[lid]", "red[lid + w]")}; }
+    workgroupBarrier();
+  }`;
+
+const WG1_HEAD = `var<workgroup> red: array<f32, ${PSGD_WG1}>;
+@compute @workgroup_size(${PSGD_WG1})
+fn main(@builtin(local_invocation_index) lid: u32) {`;
+
+/**
+ * ℓ = max(lb(S), TINY) into ell[slot] (§2.3, "lb"): μ = max|S|, j* = argmax column norm of S/μ,
+ * y = Ŝᵀ Ŝ[:, j*] normalised, ℓ = μ‖Ŝ y‖. One workgroup; y lives in the scratch buffer.
+ */
+export function psgdNormKernel(c: { d: number; slot: number }): Kernel {
+  const { d } = c;
+  const W = PSGD_WG1;
+  return {
+    name: `psgd_lb_${d}_s${c.slot}`,
+    code: `@group(0) @binding(0) var<storage, read> S: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ell: array<f32>;
+var<workgroup> arg: array<u32, ${W}>;
+${WG1_HEAD}
+  var m = 0.0;
+  for (var e = lid; e < ${d * d}u; e += ${W}u) { m = max(m, abs(S[e])); }
+  red[lid] = m;
+  ${TREE((a, b) => `max(${a}, ${b})`)}
+  let mu = red[0];
+  let inv = select(0.0, 1.0 / mu, mu > 0.0);
+  workgroupBarrier();
+  var best = -1.0;
+  var bj = 0u;
+  for (var j = lid; j < ${d}u; j += ${W}u) {
+    var cs = 0.0;
+    for (var r = 0u; r < ${d}u; r++) { let v = S[r * ${d}u + j] * inv; cs = fma(v, v, cs); }
+    if (cs > best) { best = cs; bj = j; }
+  }
+  red[lid] = best;
+  arg[lid] = bj;
+  workgroupBarrier();
+  for (var w = ${W / 2}u; w > 0u; w >>= 1u) {
+    if (lid < w) {
+      let v2 = red[lid + w];
+      let j2 = arg[lid + w];
+      if (v2 > red[lid] || (v2 == red[lid] && j2 < arg[lid])) { red[lid] = v2; arg[lid] = j2; }
+    }
+    workgroupBarrier();
+  }
+  let js = arg[0];
+  workgroupBarrier();
+  var ny = 0.0;
+  for (var j = lid; j < ${d}u; j += ${W}u) {
+    var acc = 0.0;
+    for (var r = 0u; r < ${d}u; r++) { acc = fma(S[r * ${d}u + j] * inv, S[r * ${d}u + js] * inv, acc); }
+    y[j] = acc;
+    ny = fma(acc, acc, ny);
+  }
+  red[lid] = ny;
+  ${TREE((a, b) => `${a} + ${b}`)}
+  let rn = 1.0 / sqrt(red[0]);
+  storageBarrier();
+  workgroupBarrier();
+  var nz = 0.0;
+  for (var r = lid; r < ${d}u; r += ${W}u) {
+    var acc = 0.0;
+    for (var j = 0u; j < ${d}u; j++) { acc = fma(S[r * ${d}u + j] * inv, y[j] * rn, acc); }
+    nz = fma(acc, acc, nz);
+  }
+  workgroupBarrier();
+  red[lid] = nz;
+  ${TREE((a, b) => `${a} + ${b}`)}
+  if (lid == 0u) { ell[${c.slot}u] = select(${TINY}, max(mu * sqrt(red[0]), ${TINY}), mu > 0.0); }
+}`,
+  };
+}
+
+/** Diagonal factor: ℓ = max(max|s|, TINY), q ← q − (η/ℓ)·e⊙q (one workgroup); ℓ also goes to ell[slot]. */
+export function psgdDiagUpdateKernel(c: { d: number; eta: number; slot: number }): Kernel {
+  const { d } = c;
+  const W = PSGD_WG1;
+  return {
+    name: `psgd_diag_update_${d}_s${c.slot}`,
+    code: `@group(0) @binding(0) var<storage, read> e: array<f32>;
+@group(0) @binding(1) var<storage, read> s: array<f32>;
+@group(0) @binding(2) var<storage, read> qctl: array<f32>;
+@group(0) @binding(3) var<storage, read_write> q: array<f32>;
+@group(0) @binding(4) var<storage, read_write> ell: array<f32>;
+${WG1_HEAD}
+  var m = 0.0;
+  for (var k = lid; k < ${d}u; k += ${W}u) { m = max(m, abs(s[k])); }
+  red[lid] = m;
+  ${TREE((a, b) => `max(${a}, ${b})`)}
+  let l = max(red[0], ${TINY});
+  if (lid == 0u) { ell[${c.slot}u] = l; }
+  if (qctl[0] == 0.0) { return; }
+  for (var k = lid; k < ${d}u; k += ${W}u) { q[k] = q[k] - (${f32(c.eta)} / l) * e[k] * q[k]; }
+}`,
+  };
+}
+
+/**
+ * Blocked inverse of an upper-triangular d×d matrix (§6.6 option b), step 1: every diagonal block of `leaf`
+ * rows is inverted by back substitution, one column per invocation; entries below the diagonal are zeroed.
+ */
+export function psgdTriInvLeafKernel(c: { d: number; leaf: number }): Kernel {
+  const { d, leaf } = c;
+  return {
+    name: `psgd_triinv_leaf_${d}_l${leaf}`,
+    code: `@group(0) @binding(0) var<storage, read> Q: array<f32>;
+@group(0) @binding(1) var<storage, read_write> X: array<f32>;
+${head(PSGD_WG)}
+  if (i >= ${d}u) { return; }
+  let j = i;
+  let s = (j / ${leaf}u) * ${leaf}u;
+  for (var r = j + 1u; r < ${d}u; r++) { X[r * ${d}u + j] = 0.0; }
+  X[j * ${d}u + j] = 1.0 / Q[j * ${d}u + j];
+  for (var r = j; r > s; r--) {
+    let row = r - 1u;
+    var acc = 0.0;
+    for (var l = row + 1u; l <= j; l++) { acc = fma(Q[row * ${d}u + l], X[l * ${d}u + j], acc); }
+    X[row * ${d}u + j] = -acc / Q[row * ${d}u + row];
+  }
+}`,
+  };
+}
+
+/** The d×d products of the factor algebra, on 4×4 output tiles held in registers (16 FMAs per 8 loads). */
+export type TriForm =
+  /** Qout = Q − (η/ℓ)·E·Q (E = triu(T1 − T2)); Q where the update is skipped; exact zeros below the diagonal. */
+  | { kind: "update"; eta: number; slot: number }
+  /** C = QᵀQ where the update is live. */
+  | { kind: "cache" }
+  /**
+   * Triangular inverse, doubling level h (§6.6 option b): for each pair of inverted diagonal blocks Ai (rows
+   * [g, g+h)) and Di (rows [g+h, g+2h)), X12 = −Ai·C·Di with C = Q[g:g+h, g+h:g+2h]; stage "inv0" writes
+   * T = C·Di, stage "inv1" writes X12 = −Ai·T.
+   */
+  | { kind: "inv0"; h: number }
+  | { kind: "inv1"; h: number };
+
+export const TRI_TILE = 4;
+
+/** Invocations of a TriForm kernel (one per 4×4 tile). */
+export function triInvocations(d: number): number {
+  return Math.ceil(d / TRI_TILE) ** 2;
+}
+
+interface TriParts {
+  decls: string[];
+  /** A(r, l) and B(l, s) as loads from the bound buffers. */
+  a: (r: string, l: string) => string;
+  b: (l: string, s: string) => string;
+  lo: string;
+  hi: string;
+  prologue: string;
+  epilogue: string;
+}
+
+function triParts(d: number, f: TriForm): TriParts {
+  const rw = (k: number, n: string) => `@group(0) @binding(${k}) var<storage, read_write> ${n}: array<f32>;`;
+  const ro = (k: number, n: string) => `@group(0) @binding(${k}) var<storage, read> ${n}: array<f32>;`;
+  const last = `${d - 1}u`;
+  const block = (h: number) =>
+    `let g = (r0 / ${2 * h}u) * ${2 * h}u;
+  let mid = g + ${h}u;
+  if (r0 >= mid || s0 < mid || s0 >= g + ${2 * h}u) { return; }`;
+  switch (f.kind) {
+    case "update":
+      return {
+        decls: [ro(0, "Q"), ro(1, "E"), ro(2, "ell"), ro(3, "qctl"), rw(4, "Out")],
+        a: (r, l) => `E[${r} * ${d}u + ${l}]`,
+        b: (l, s) => `Q[${l} * ${d}u + ${s}]`,
+        lo: "r0",
+        hi: `min(s0 + 3u, ${last})`,
+        prologue: `let c = ${f32(f.eta)} / ell[${f.slot}u];
+  let go = qctl[0] != 0.0;`,
+        epilogue: `let q = Q[r * ${d}u + s];
+    Out[r * ${d}u + s] = select(0.0, select(q, q - c * acc, go), s >= r);`,
+      };
+    case "cache":
+      return {
+        decls: [ro(0, "Q"), ro(1, "qctl"), rw(2, "C")],
+        a: (r, l) => `Q[${l} * ${d}u + ${r}]`,
+        b: (l, s) => `Q[${l} * ${d}u + ${s}]`,
+        lo: "0u",
+        hi: `min(min(r0, s0) + 3u, ${last})`,
+        prologue: `if (qctl[0] == 0.0) { return; }`,
+        epilogue: `C[r * ${d}u + s] = acc;`,
+      };
+    case "inv0":
+      return {
+        decls: [ro(0, "Q"), rw(1, "X"), rw(2, "T")],
+        a: (r, l) => `Q[${r} * ${d}u + ${l}]`,
+        b: (l, s) => `X[${l} * ${d}u + ${s}]`,
+        lo: "mid",
+        hi: `min(s0 + 3u, ${last})`,
+        prologue: block(f.h),
+        epilogue: `T[r * ${d}u + s] = acc;`,
+      };
+    case "inv1":
+      return {
+        decls: [rw(0, "X"), rw(1, "T")],
+        a: (r, l) => `X[${r} * ${d}u + ${l}]`,
+        b: (l, s) => `T[${l} * ${d}u + ${s}]`,
+        lo: "r0",
+        hi: "mid - 1u",
+        prologue: block(f.h),
+        epilogue: `X[r * ${d}u + s] = -acc;`,
+      };
+  }
+}
+
+/**
+ * Out[r, s] = epilogue(Σ_{l=lo..hi} A(r, l)·B(l, s)) over a 4×4 tile. The loop range is the union over the
+ * tile; the extra terms are products with exact zeros of the triangular operands, so they change nothing.
+ * Rows and columns past d are clamped for loading and never stored.
+ */
+export function psgdTriKernel(d: number, f: TriForm): Kernel {
+  if ((f.kind === "inv0" || f.kind === "inv1") && f.h % TRI_TILE !== 0) {
+    throw new Error(`psgdTriKernel: block size ${f.h} is not a multiple of ${TRI_TILE}`);
+  }
+  const p = triParts(d, f);
+  const T = Math.ceil(d / TRI_TILE);
+  const idx = [0, 1, 2, 3];
+  const stores: string[] = [];
+  for (const i of idx) {
+    for (const j of idx) {
+      stores.push(`if (r0 + ${i}u < ${d}u && s0 + ${j}u < ${d}u) {
+    let r = r0 + ${i}u;
+    let s = s0 + ${j}u;
+    let acc = a${i}[${j}];
+    ${p.epilogue}
+  }`);
+    }
+  }
+  const tag = f.kind === "update" ? `_s${f.slot}` : f.kind === "cache" ? "" : `_h${f.h}`;
+  return {
+    name: `psgd_tri_${f.kind}_${d}${tag}`,
+    code: `${p.decls.join("\n")}
+${head(PSGD_WG)}
+  if (i >= ${T * T}u) { return; }
+  let r0 = (i / ${T}u) * 4u;
+  let s0 = (i % ${T}u) * 4u;
+  ${p.prologue}
+  ${idx.map((k) => `let rr${k} = min(r0 + ${k}u, ${d - 1}u);`).join("\n  ")}
+  ${idx.map((k) => `let ss${k} = min(s0 + ${k}u, ${d - 1}u);`).join("\n  ")}
+  var a0 = vec4f(0.0);
+  var a1 = vec4f(0.0);
+  var a2 = vec4f(0.0);
+  var a3 = vec4f(0.0);
+  for (var l = ${p.lo}; l <= ${p.hi}; l++) {
+    let bv = vec4f(${idx.map((k) => p.b("l", `ss${k}`)).join(", ")});
+    ${idx.map((k) => `a${k} = fma(vec4f(${p.a(`rr${k}`, "l")}), bv, a${k});`).join("\n    ")}
+  }
+  ${stores.join("\n  ")}
+}`,
+  };
+}
+
+/** Diagonal cache refresh c = q², where the update was live. */
+export function psgdDiagCacheKernel(d: number): Kernel {
+  return {
+    name: `psgd_cache_diag_${d}`,
+    code: `@group(0) @binding(0) var<storage, read> Q: array<f32>;
+@group(0) @binding(1) var<storage, read> qctl: array<f32>;
+@group(0) @binding(2) var<storage, read_write> C: array<f32>;
+${head(PSGD_WG)}
+  if (i >= ${d}u || qctl[0] == 0.0) { return; }
+  C[i] = Q[i] * Q[i];
+}`,
+  };
+}
+
+/** out[slot] = max|x| over n values (one workgroup). */
+export function psgdAbsMaxKernel(c: { n: number; slot: number }): Kernel {
+  return {
+    name: `psgd_absmax_${c.n}_s${c.slot}`,
+    code: `@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+${WG1_HEAD}
+  var m = 0.0;
+  for (var k = lid; k < ${c.n}u; k += ${PSGD_WG1}u) { m = max(m, abs(x[k])); }
+  red[lid] = m;
+  ${TREE((a, b) => `max(${a}, ${b})`)}
+  if (lid == 0u) { out[${c.slot}u] = red[0]; }
+}`,
+  };
+}
+
+/** Balancing (§2.3.5): Q_k ← Q_k·γ/n_k with γ the geometric mean of the K max-abs values n. */
+export function psgdBalanceKernel(c: { n: number; factors: number; slot: number }): Kernel {
+  const logs = Array.from({ length: c.factors }, (_, k) => `log(norms[${k}u])`).join(" + ");
+  return {
+    name: `psgd_balance_${c.n}_k${c.factors}_s${c.slot}`,
+    code: `@group(0) @binding(0) var<storage, read_write> q: array<f32>;
+@group(0) @binding(1) var<storage, read> norms: array<f32>;
+@group(0) @binding(2) var<storage, read> qctl: array<f32>;
+${head(PSGD_WG)}
+  if (i >= ${c.n}u || qctl[0] == 0.0) { return; }
+  let gm = exp((${logs}) / ${f32(c.factors)});
+  q[i] = q[i] * (gm / norms[${c.slot}u]);
+}`,
+  };
+}
