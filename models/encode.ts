@@ -131,6 +131,8 @@ export async function encodeDataset(
       } catch (e) {
         writer.abort();
         throw e;
+      } finally {
+        ds.close();
       }
     }
   } finally {

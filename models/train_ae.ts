@@ -285,6 +285,8 @@ export async function trainAutoencoder(cfg: TrainAeConfig, ev: TrainAeEvents = {
     model.dispose();
     opt.dispose();
     skipped.dispose();
+    train.close();
+    valid?.close();
   }
   return {
     stopped,
