@@ -21,8 +21,8 @@ options:
   --preset NAME            ${Object.keys(AE_PRESETS).join(" | ")} (default: default)
   --data PATH              a Well dataset root (holding stats.yaml and data/{train,valid,test})
   --latent-channels N      C_z (default 16)
-  --epochs N               (default 12)
-  --steps-per-epoch N      (default 64)
+  --epochs N               (default 10)
+  --steps-per-epoch N      (default 32)
   --steps N                total steps instead of --epochs (rounded up to whole epochs)
   --batch N                (default 8)
   --lr X                   (default 3e-4 for psgd, 1e-3 for adam)
@@ -62,7 +62,7 @@ async function trainAe(args: string[]): Promise<number> {
       data: { type: "string" },
       "latent-channels": { type: "string", default: "16" },
       epochs: { type: "string" },
-      "steps-per-epoch": { type: "string", default: "64" },
+      "steps-per-epoch": { type: "string", default: "32" },
       steps: { type: "string" },
       batch: { type: "string", default: "8" },
       lr: { type: "string" },
@@ -89,7 +89,7 @@ async function trainAe(args: string[]): Promise<number> {
     ? Math.ceil(positive("steps", v.steps) / spe)
     : v.epochs
     ? positive("epochs", v.epochs)
-    : 12;
+    : 10;
   const seed = Number(v.seed);
   if (!Number.isInteger(seed) || seed < 0) {
     throw new Error(`--seed must be a non-negative integer, got '${v.seed}'`);
