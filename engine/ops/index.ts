@@ -12,3 +12,4 @@ installGradOps({ add, addInPlace, copy, ones });
 export { conv2d, conv3d, type ConvOptions } from "./conv.ts";
 export { depth_to_space, pixel_shuffle, pixel_unshuffle, space_to_depth } from "./space_to_depth.ts";
 export { channel_norm } from "./channel_norm.ts";
+export { attention } from "./attention.ts";
