@@ -1,10 +1,14 @@
 /**
  * Axis reductions on a canonical (outer, R, inner) layout, as sum or max.
  *
- * Every invocation (inner > 1) or every workgroup (inner == 1, tree reduction in workgroup memory) reduces a
- * chunk of at most `chunk` elements of R and writes one partial; when R is split into several chunks the caller
- * reduces the (outer, chunks, inner) partials again. Splitting keeps thousands of invocations busy when the
- * output is small (a bias gradient, a global norm), which is what makes a reduction bandwidth-bound.
+ * Every invocation (inner > 1) or every workgroup (inner == 1) reduces a chunk of at most `chunk` elements of
+ * R and writes one partial; when R is split into several chunks the caller reduces the (outer, chunks, inner)
+ * partials again. Splitting keeps thousands of invocations busy when the output is small (a bias gradient, a
+ * global norm), which is what makes a reduction bandwidth-bound. Both forms move vec4s when the layout allows
+ * (four adjacent columns per invocation; four adjacent elements of a row per load). The row form's workgroup
+ * is one GPU warp, reduced with one barrier and a fold of the partials from constant addresses: on lavapipe a
+ * barrier is a coroutine switch of every 8-lane SIMD group and any non-constant load a per-lane loop, so a
+ * 256-wide tree cost ~4 µs per row where this costs ~0.1.
  */
 import { f32, MAIN_BUILTINS } from "./common.ts";
 import type { Kernel } from "../engine/runtime.ts";
@@ -19,7 +23,7 @@ export interface ReduceConfig {
   chunk: number;
 }
 
-export const ROW_WG = 256;
+export const ROW_WG = 32;
 const COL_WG = 64;
 
 function combine(op: ReduceOp, a: string, b: string) {
@@ -30,11 +34,15 @@ function identity(op: ReduceOp) {
   return op === "sum" ? "0.0" : f32(-3.4028234663852886e38);
 }
 
+/** Chunks per row: ≥ 4096 partial reductions in flight, chunks ≥ 256 long, a multiple of 4 where R is. */
 export function reduceChunks(c: Omit<ReduceConfig, "chunk">): number {
   const outputs = c.outer * c.inner;
-  // Aim for >= 8k parallel partial reductions, never chunks shorter than 256 elements.
-  const want = Math.max(1, Math.ceil(8192 / outputs));
-  return Math.max(1, Math.min(want, Math.ceil(c.r / 256)));
+  const want = Math.max(1, Math.ceil(4096 / outputs));
+  const chunks = Math.max(1, Math.min(want, Math.ceil(c.r / 256)));
+  // The caller splits R into ceil(R / chunks)-long chunks: nudge that length to a multiple of 4 (vec4 loads).
+  const len4 = Math.ceil(Math.ceil(c.r / chunks) / 4) * 4;
+  const chunks4 = Math.ceil(c.r / len4);
+  return c.r % 4 === 0 && Math.ceil(c.r / chunks4) === len4 ? chunks4 : chunks;
 }
 
 /** Row form (one workgroup per chunk of a row) only pays off for long rows of contiguous data. */
@@ -42,55 +50,74 @@ export function useRowForm(c: Omit<ReduceConfig, "chunk">): boolean {
   return c.inner === 1 && c.r >= 256;
 }
 
+/** vec4 loads: whole rows and chunks start on 16-byte boundaries (row form), or 4 columns per invocation. */
+function vec4(c: ReduceConfig): boolean {
+  return useRowForm(c) ? c.r % 4 === 0 && c.chunk % 4 === 0 : c.inner % 4 === 0;
+}
+
 /** Total invocations to launch and the workgroup size (callers build a 2-D grid with grid1d). */
 export function reduceLaunch(c: ReduceConfig): { invocations: number; wg: number } {
   const chunks = Math.ceil(c.r / c.chunk);
   if (useRowForm(c)) return { invocations: c.outer * chunks * ROW_WG, wg: ROW_WG };
-  return { invocations: c.outer * chunks * c.inner, wg: COL_WG };
+  return { invocations: (c.outer * chunks * c.inner) / (vec4(c) ? 4 : 1), wg: COL_WG };
 }
 
 export function reduceKernel(c: ReduceConfig): Kernel {
   const { op, r, inner, chunk } = c;
   const chunks = Math.ceil(r / chunk);
-  const name = `reduce_${op}_${c.outer}x${r}x${inner}_c${chunk}`;
-  const head = `@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;`;
-  if (useRowForm(c)) {
-    const code = `${head}
+  const v = vec4(c);
+  const t = v ? "vec4<f32>" : "f32";
+  const name = `reduce_${op}_${c.outer}x${r}x${inner}_c${chunk}${v ? "_v4" : ""}`;
+  const code = useRowForm(c) ? rowForm(c, chunks, v) : colForm(c, chunks, v);
+  return { name, code: `@group(0) @binding(0) var<storage, read> x: array<${t}>;\n${code}` };
+}
+
+function rowForm(c: ReduceConfig, chunks: number, v: boolean): string {
+  const { op, r, chunk } = c;
+  const q = v ? 4 : 1;
+  const lanes = v
+    ? (op === "sum" ? "dot(acc, vec4<f32>(1.0))" : "max(max(acc.x, acc.y), max(acc.z, acc.w))")
+    : "acc";
+  const fold = Array.from({ length: ROW_WG - 1 }, (_, i) => `p = ${combine(op, "p", `buf[${i + 1}u]`)};`);
+  // Only a 2-D grid (more than 65535 workgroups) overshoots; the check is otherwise left out because after it
+  // lavapipe treats the rest as control flow and loses the uniform loads of the fold.
+  const groups = c.outer * chunks;
+  return `@group(0) @binding(1) var<storage, read_write> out: array<f32>;
 var<workgroup> buf: array<f32, ${ROW_WG}>;
 @compute @workgroup_size(${ROW_WG})
 fn main(${MAIN_BUILTINS}, @builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3u) {
   let g = wid.x + wid.y * nwg.x;
-  if (g >= ${c.outer * chunks}u) { return; }
+  ${groups > 65535 ? `if (g >= ${groups}u) { return; }` : ""}
   let row = g / ${chunks}u;
   let c = g % ${chunks}u;
-  let start = row * ${r}u + c * ${chunk}u;
-  let n = min(${chunk}u, ${r}u - c * ${chunk}u);
-  var acc = ${identity(op)};
+  let start = (row * ${r}u + c * ${chunk}u) / ${q}u;
+  let n = min(${chunk}u, ${r}u - c * ${chunk}u) / ${q}u;
+  var acc = ${v ? `vec4<f32>(${identity(op)})` : identity(op)};
   for (var j = lid; j < n; j += ${ROW_WG}u) { acc = ${combine(op, "acc", "x[start + j]")}; }
-  buf[lid] = acc;
+  buf[lid] = ${lanes};
   workgroupBarrier();
-  for (var s = ${ROW_WG / 2}u; s > 0u; s >>= 1u) {
-    if (lid < s) { buf[lid] = ${combine(op, "buf[lid]", "buf[lid + s]")}; }
-    workgroupBarrier();
-  }
-  if (lid == 0u) { out[row * ${chunks}u + c] = buf[0]; }
+  var p = buf[0];
+  ${fold.join(" ")}
+  if (lid == 0u) { out[row * ${chunks}u + c] = p; }
 }`;
-    return { name, code };
-  }
-  const code = `${head}
+}
+
+function colForm(c: ReduceConfig, chunks: number, v: boolean): string {
+  const { op, r, inner, chunk } = c;
+  const cols = v ? inner / 4 : inner;
+  const t = v ? "vec4<f32>" : "f32";
+  return `@group(0) @binding(1) var<storage, read_write> out: array<${t}>;
 @compute @workgroup_size(${COL_WG})
 fn main(${MAIN_BUILTINS}) {
   let t = gid.x + gid.y * (nwg.x * ${COL_WG}u);
-  if (t >= ${c.outer * chunks * inner}u) { return; }
-  let j = t % ${inner}u;
-  let c = (t / ${inner}u) % ${chunks}u;
-  let o = t / ${chunks * inner}u;
+  if (t >= ${c.outer * chunks * cols}u) { return; }
+  let j = t % ${cols}u;
+  let c = (t / ${cols}u) % ${chunks}u;
+  let o = t / ${chunks * cols}u;
   let n = min(${chunk}u, ${r}u - c * ${chunk}u);
-  var p = o * ${r * inner}u + c * ${chunk * inner}u + j;
-  var acc = ${identity(op)};
-  for (var k = 0u; k < n; k++) { acc = ${combine(op, "acc", "x[p]")}; p += ${inner}u; }
-  out[(o * ${chunks}u + c) * ${inner}u + j] = acc;
+  var p = o * ${r * cols}u + c * ${chunk * cols}u + j;
+  var acc = ${v ? `vec4<f32>(${identity(op)})` : identity(op)};
+  for (var k = 0u; k < n; k++) { acc = ${combine(op, "acc", "x[p]")}; p += ${cols}u; }
+  out[(o * ${chunks}u + c) * ${cols}u + j] = acc;
 }`;
-  return { name, code };
 }

@@ -1,9 +1,14 @@
 /**
  * Row-wise kernels over the last axis: softmax, layer_norm and rms_norm, forward and backward.
  *
- * One workgroup per row; each invocation keeps its ceil(D/W) strided elements in registers so a row is read
- * from memory once per pass (these ops are bandwidth-bound); sums use a workgroup-memory tree. Rows beyond
- * 65535 spill into the grid's y dimension. Statistics (mean, rstd) are saved per row for the backward.
+ * One workgroup per row; each invocation keeps its ceil(D/W) strided elements in registers (vec4s when D is a
+ * multiple of 4) so a row is read from memory once; these ops are bandwidth-bound. Reductions are as few and
+ * as cheap as the math allows: softmax needs a max and a sum, layer_norm a mean and a centred sum of squares
+ * (the exact two-pass variance, from registers), the rest one (vec2) sum; each reduction is one barrier and a
+ * fold of the partials from constant addresses (see reduceFn). Barriers are the expensive part on a CPU
+ * adapter (a coroutine switch of every SIMD group: ~60 ns at W = 32, ~500 ns at 256 on lavapipe), so W is the
+ * smallest width that keeps ≤ 8 vec4 per invocation, never below one GPU warp. Rows beyond 65535 spill into the
+ * grid's y dimension. Statistics (mean, rstd) are saved per row for the backward.
  */
 import { f32 } from "./common.ts";
 import type { Kernel } from "../engine/runtime.ts";
@@ -21,7 +26,7 @@ export interface RowConfig {
 
 export function rowWorkgroup(d: number): number {
   let w = 32;
-  while (w < 256 && w * 4 < d) w *= 2;
+  while (w < 256 && w * 32 < d) w *= 2;
   return w;
 }
 
@@ -44,107 +49,194 @@ export function rowBindings(c: RowConfig): string[] {
 }
 
 /** Forward statistics are outputs there and inputs of the backward. */
-const writtenIn = (c: RowConfig, nm: string) => WRITTEN.has(nm) || (!c.op.endsWith("_bwd") && (nm === "mu" || nm === "rs"));
+const writtenIn = (c: RowConfig, nm: string) =>
+  WRITTEN.has(nm) || (!c.op.endsWith("_bwd") && (nm === "mu" || nm === "rs"));
 const WRITTEN = new Set(["y", "dx"]);
+/** Per-row statistics: always scalar arrays. */
+const STATS = new Set(["mu", "rs"]);
+
+const LOWEST = f32(-3.4028234663852886e38);
+
+/** How the generated body addresses a row: units are vec4s (D % 4 == 0) or scalars. */
+interface Emit {
+  /** `f(j, idx)` for each of the invocation's units, guarded where the last round is partial. */
+  each: (f: (j: number, idx: string) => string) => string;
+  load: (arr: string, reg: string) => string;
+  /** Sum / max of one unit's lanes, and the number of values per unit. */
+  hsum: (v: string) => string;
+  hmax: (v: string) => string;
+  lanes: number;
+  /** WGSL type of a unit and a splat of a scalar to it. */
+  t: string;
+  splat: (s: string) => string;
+}
 
 export function rowKernel(c: RowConfig): Kernel {
   const W = rowWorkgroup(c.d);
-  const V = Math.ceil(c.d / W);
-  if (V > 64) throw new Error(`row op over ${c.d} elements exceeds the 16384 supported`);
-  const names = rowBindings(c);
-  const decls = names.map((nm, i) =>
-    `@group(0) @binding(${i}) var<storage, ${writtenIn(c, nm) ? "read_write" : "read"}> ${nm}: array<f32>;`
-  ).join("\n");
-  const guard = (j: number) => (j * W + W <= c.d ? "true" : `(lid + ${j * W}u < ${c.d}u)`);
+  const vec = c.d % 4 === 0;
+  const units = vec ? c.d / 4 : c.d;
+  const V = Math.ceil(units / W);
+  if (V * (vec ? 4 : 1) > 64) {
+    throw new Error(`row op over ${c.d} elements exceeds the 16384 supported`);
+  }
+  const t = vec ? "vec4<f32>" : "f32";
+  const decls = rowBindings(c).map((nm, i) => {
+    const access = writtenIn(c, nm) ? "read_write" : "read";
+    return `@group(0) @binding(${i}) var<storage, ${access}> ${nm}: array<${STATS.has(nm) ? "f32" : t}>;`;
+  }).join("\n");
+  const guard = (j: number) => (j * W + W <= units ? "" : `lid + ${j * W}u < ${units}u`);
   const each = (f: (j: number, idx: string) => string) =>
-    Array.from({ length: V }, (_, j) => `if (${guard(j)}) { ${f(j, `lid + ${j * W}u`)} }`).join("\n  ");
-  const load = (arr: string, reg: string) => each((j, idx) => `${reg}[${j}] = ${arr}[base + ${idx}];`);
-  const body = rowBody(c, { each, load });
+    Array.from({ length: V }, (_, j) => {
+      const g = guard(j), s = f(j, `lid + ${j * W}u`);
+      return g ? `if (${g}) { ${s} }` : s.includes("let ") ? `{ ${s} }` : s;
+    }).join("\n  ");
+  const e: Emit = {
+    each,
+    load: (arr, reg) => each((j, idx) => `${reg}[${j}] = ${arr}[base + ${idx}];`),
+    hsum: (v) => (vec ? `dot(${v}, vec4<f32>(1.0))` : v),
+    hmax: (v) => (vec ? `max(max(${v}.x, ${v}.y), max(${v}.z, ${v}.w))` : v),
+    lanes: vec ? 4 : 1,
+    t,
+    splat: (s) => (vec ? `vec4<f32>(${s})` : s),
+  };
+  const { reductions, body } = rowBody(c, e);
+  const region = W > 64 ? W + W / 8 : W;
+  // Only dispatches of more than 65535 rows (a 2-D grid) overshoot; elsewhere the check is left out, because
+  // after it lavapipe sees the rest of the kernel as control flow and loses the uniform loads of reduceFn.
+  const check = c.rows > 65535 ? `if (row >= ${c.rows}u) { return; }` : "";
   const code = `${decls}
-var<workgroup> red: array<f32, ${W}>;
-fn reduce_sum(v: f32, lid: u32) -> f32 {
-  workgroupBarrier();
-  red[lid] = v;
-  workgroupBarrier();
-  for (var s = ${W / 2}u; s > 0u; s >>= 1u) {
-    if (lid < s) { red[lid] = red[lid] + red[lid + s]; }
-    workgroupBarrier();
-  }
-  return red[0];
-}
-fn reduce_max(v: f32, lid: u32) -> f32 {
-  workgroupBarrier();
-  red[lid] = v;
-  workgroupBarrier();
-  for (var s = ${W / 2}u; s > 0u; s >>= 1u) {
-    if (lid < s) { red[lid] = max(red[lid], red[lid + s]); }
-    workgroupBarrier();
-  }
-  return red[0];
-}
+var<workgroup> red: array<vec4<f32>, ${region * reductions.length}>;
+${reductions.map((op, slot) => reduceFn(op, slot, W)).join("\n")}
 @compute @workgroup_size(${W})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let row = wid.x + wid.y * nwg.x;
-  if (row >= ${c.rows}u) { return; }
-  let base = row * ${c.d}u;
-  var xr: array<f32, ${V}>;
-  var gr: array<f32, ${V}>;
+  ${check}
+  let base = row * ${units}u;
+  var xr: array<${t}, ${V}>;
+  var gr: array<${t}, ${V}>;
   ${body}
 }`;
-  return { name: `${c.op}_${c.rows}x${c.d}_w${W}${c.affine ? "_affine" : ""}`, code };
+  const tag = `${vec ? "_v4" : ""}${c.affine ? "_affine" : ""}`;
+  return { name: `${c.op}_${c.rows}x${c.d}_w${W}${tag}`, code };
 }
 
-interface Emit {
-  each: (f: (j: number, idx: string) => string) => string;
-  load: (arr: string, reg: string) => string;
+type Reduction = "sum" | "max";
+
+/**
+ * One workgroup reduction `reduce_{op}_{slot}(v)` (vec4 payloads, own region of `red`). Every invocation folds
+ * the last partials itself from constant addresses: on a GPU those are broadcast reads, on lavapipe uniform
+ * loads (one scalar load per SIMD group, where any other load is a per-lane loop), and it saves the barriers
+ * of a tree. Past 64 partials, one radix-8 step comes first (one more barrier).
+ */
+function reduceFn(op: Reduction, slot: number, W: number): string {
+  const f = (a: string, b: string) => (op === "sum" ? `${a} + ${b}` : `max(${a}, ${b})`);
+  const o = slot * (W > 64 ? W + W / 8 : W);
+  const n = W > 64 ? W / 8 : W, src = W > 64 ? o + W : o;
+  const step = W > 64
+    ? `if (lid < ${n}u) {
+    var p = red[${o}u + lid * 8u];
+    ${Array.from({ length: 7 }, (_, i) => `p = ${f("p", `red[${o}u + lid * 8u + ${i + 1}u]`)};`).join(" ")}
+    red[${src}u + lid] = p;
+  }
+  workgroupBarrier();`
+    : "";
+  const fold = Array.from({ length: n - 1 }, (_, i) => `r = ${f("r", `red[${src + i + 1}u]`)};`).join(" ");
+  return `fn reduce_${op}_${slot}(v: vec4<f32>, lid: u32) -> vec4<f32> {
+  red[${o}u + lid] = v;
+  workgroupBarrier();
+  ${step}
+  var r = red[${src}u];
+  ${fold}
+  return r;
+}`;
 }
 
-function rowBody(c: RowConfig, e: Emit): string {
+/** The op's reductions (in slot order) and its body: loads, local statistics, reductions, outputs. */
+function rowBody(c: RowConfig, e: Emit): { reductions: Reduction[]; body: string } {
   const inv = f32(1 / c.d), eps = f32(c.eps);
   const wv = (idx: string) => (c.affine ? `w[${idx}]` : "1.0");
+  const v4 = (x: string, y = "0.0") => `vec4<f32>(${x}, ${y}, 0.0, 0.0)`;
   switch (c.op) {
     case "softmax":
-      return `${e.load("x", "xr")}
-  var m = ${f32(-3.4028234663852886e38)};
-  ${e.each((j) => `m = max(m, xr[${j}]);`)}
-  m = reduce_max(m, lid);
+      // Max, then Σexp: two plain reductions (folding online (max, Σ) pairs costs two exps per partial).
+      return {
+        reductions: ["max", "sum"],
+        body: `${e.load("x", "xr")}
+  var m = ${LOWEST};
+  ${e.each((j) => `m = max(m, ${e.hmax(`xr[${j}]`)});`)}
+  m = reduce_max_0(${v4("m")}, lid).x;
   var s = 0.0;
-  ${e.each((j) => `xr[${j}] = exp(xr[${j}] - m); s += xr[${j}];`)}
-  s = 1.0 / reduce_sum(s, lid);
-  ${e.each((j, idx) => `y[base + ${idx}] = xr[${j}] * s;`)}`;
+  ${e.each((j) => `xr[${j}] = exp(xr[${j}] - ${e.splat("m")}); s += ${e.hsum(`xr[${j}]`)};`)}
+  let scale = 1.0 / reduce_sum_1(${v4("s")}, lid).x;
+  ${e.each((j, idx) => `y[base + ${idx}] = xr[${j}] * ${e.splat("scale")};`)}`,
+      };
     case "softmax_bwd":
-      return `${e.load("y", "xr")}
+      return {
+        reductions: ["sum"],
+        body: `${e.load("y", "xr")}
   ${e.load("g", "gr")}
   var s = 0.0;
-  ${e.each((j) => `s += xr[${j}] * gr[${j}];`)}
-  s = reduce_sum(s, lid);
-  ${e.each((j, idx) => `dx[base + ${idx}] = xr[${j}] * (gr[${j}] - s);`)}`;
+  ${e.each((j) => `s += ${e.hsum(`xr[${j}] * gr[${j}]`)};`)}
+  let tot = reduce_sum_0(${v4("s")}, lid).x;
+  ${e.each((j, idx) => `dx[base + ${idx}] = xr[${j}] * (gr[${j}] - ${e.splat("tot")});`)}`,
+      };
     case "layer_norm":
-    case "rms_norm": {
-      const ln = c.op === "layer_norm";
-      return `${e.load("x", "xr")}
-  var mean = 0.0;
-  ${ln ? `${e.each((j) => `mean += xr[${j}];`)}\n  mean = reduce_sum(mean, lid) * ${inv};` : ""}
+      // Mean, then the centred sum of squares, both from registers: the exact two-pass variance.
+      return {
+        reductions: ["sum", "sum"],
+        body: `${e.load("x", "xr")}
+  var sx = 0.0;
+  ${e.each((j) => `sx += ${e.hsum(`xr[${j}]`)};`)}
+  let mean = reduce_sum_0(${v4("sx")}, lid).x * ${inv};
   var ss = 0.0;
-  ${e.each((j) => `let t = xr[${j}] - mean; ss += t * t;`)}
-  let rstd = inverseSqrt(reduce_sum(ss, lid) * ${inv} + ${eps});
-  ${e.each((j, idx) => `y[base + ${idx}] = (xr[${j}] - mean) * rstd * ${wv(idx)}${ln && c.affine ? ` + b[${idx}]` : ""};`)}
-  if (lid == 0u) { ${ln ? "mu[row] = mean; " : ""}rs[row] = rstd; }`;
-    }
+  ${e.each((j) => `xr[${j}] = xr[${j}] - ${e.splat("mean")}; ss += ${e.hsum(`xr[${j}] * xr[${j}]`)};`)}
+  let rstd = inverseSqrt(reduce_sum_1(${v4("ss")}, lid).x * ${inv} + ${eps});
+  ${
+          e.each((j, idx) =>
+            `y[base + ${idx}] = xr[${j}] * ${e.splat("rstd")} * ${wv(idx)}${c.affine ? ` + b[${idx}]` : ""};`
+          )
+        }
+  if (lid == 0u) { mu[row] = mean; rs[row] = rstd; }`,
+      };
+    case "rms_norm":
+      return {
+        reductions: ["sum"],
+        body: `${e.load("x", "xr")}
+  var ss = 0.0;
+  ${e.each((j) => `ss += ${e.hsum(`xr[${j}] * xr[${j}]`)};`)}
+  let rstd = inverseSqrt(reduce_sum_0(${v4("ss")}, lid).x * ${inv} + ${eps});
+  ${e.each((j, idx) => `y[base + ${idx}] = xr[${j}] * ${e.splat("rstd")} * ${wv(idx)};`)}
+  if (lid == 0u) { rs[row] = rstd; }`,
+      };
     case "layer_norm_bwd":
     case "rms_norm_bwd": {
       const ln = c.op === "layer_norm_bwd";
       // dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ x̂)), ĝ = g·w (rms_norm drops the mean(ĝ) term).
-      return `${e.load("x", "xr")}
+      return {
+        reductions: ["sum"],
+        body: `${e.load("x", "xr")}
   ${e.load("g", "gr")}
   let mean = ${ln ? "mu[row]" : "0.0"};
   let rstd = rs[row];
   var sg = 0.0;
   var sgx = 0.0;
-  ${e.each((j, idx) => `xr[${j}] = (xr[${j}] - mean) * rstd; gr[${j}] = gr[${j}] * ${wv(idx)}; sg += gr[${j}]; sgx += gr[${j}] * xr[${j}];`)}
-  ${ln ? `sg = reduce_sum(sg, lid) * ${inv};` : "sg = 0.0;"}
-  sgx = reduce_sum(sgx, lid) * ${inv};
-  ${e.each((j, idx) => `dx[base + ${idx}] = rstd * (gr[${j}] - sg - xr[${j}] * sgx);`)}`;
+  ${
+          e.each((j, idx) =>
+            `xr[${j}] = (xr[${j}] - ${e.splat("mean")}) * ${e.splat("rstd")}; gr[${j}] = gr[${j}] * ${
+              wv(idx)
+            }; sg += ${e.hsum(`gr[${j}]`)}; sgx += ${e.hsum(`gr[${j}] * xr[${j}]`)};`
+          )
+        }
+  let r = reduce_sum_0(${v4("sg", "sgx")}, lid) * ${inv};
+  let mg = ${ln ? "r.x" : "0.0"};
+  ${
+          e.each((j, idx) =>
+            `dx[base + ${idx}] = ${e.splat("rstd")} * (gr[${j}] - ${e.splat("mg")} - xr[${j}] * ${
+              e.splat("r.y")
+            });`
+          )
+        }`,
+      };
     }
   }
 }

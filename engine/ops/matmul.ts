@@ -3,7 +3,14 @@
  * Forward: the tiled kernel of kernels/matmul.wgsl.ts with the tile chosen per adapter; backward: two more
  * matmuls with the transposes folded into the kernel's indexing (never materialised); float64 reference below.
  */
-import { DEFAULT_TILE, type MatmulTile, matmulGrid, matmulKernel } from "../../kernels/matmul.wgsl.ts";
+import {
+  DEFAULT_TILE,
+  type MatmulConfig,
+  matmulGrid,
+  matmulKernel,
+  type MatmulTile,
+  matmulVec4,
+} from "../../kernels/matmul.wgsl.ts";
 import { record } from "../autograd.ts";
 import { gpu } from "../device.ts";
 import { dispatch } from "../runtime.ts";
@@ -11,12 +18,78 @@ import { type Shape, shapeStr, Tensor } from "../tensor.ts";
 import { broadcastShapes, sumTo } from "./elementwise.ts";
 import { sum } from "./reduce.ts";
 
-/** Per-adapter tile table (filled from bench/ sweeps); matched by substring of the adapter description. */
-const TILES: { match: RegExp; tile: MatmulTile }[] = [];
+export interface TileRule {
+  /** Tested against the adapter description (`gpu().adapterName`). */
+  match: RegExp;
+  tile: MatmulTile;
+  /** Only for products of at least this many multiply-adds (batch·m·n·k): big register tiles take ~1 s to compile. */
+  minWork?: number;
+  /** Only when A, B and C all move as vec4 (scalar loads make a big tile's code, and its compile, 4× longer). */
+  vec4?: boolean;
+  /** Only when the grid's padding wastes at most this fraction of the work (default 0.25). */
+  maxWaste?: number;
+  /** Where the numbers came from. */
+  note: string;
+}
 
-export function matmulTile(): MatmulTile {
+/**
+ * Per-adapter tile rules, filled from `deno run -A bench/sweep_matmul.ts`: the first rule whose adapter and
+ * conditions match wins; an adapter none of whose rules fit, or an unknown adapter, gets DEFAULT_TILE
+ * (workgroup-memory tiling, suited to GPUs). GFLOP/s figures are per unit of CPU received on a shared machine.
+ */
+export const MATMUL_TILES: readonly TileRule[] = [
+  {
+    // lavapipe: every load is a per-lane loop of ~40 x86 instructions per vec4 while an FMA is one, so the
+    // register tile is as big as compile time allows: 32×32 per invocation compiles in ~4 s (Mesa caches it on
+    // disk); 64×32 is ~10% faster but takes ~13 s.
+    match: /llvmpipe|lavapipe/i,
+    tile: { bm: 128, bn: 256, bk: 4, rm: 32, rn: 32, staging: "register" },
+    minWork: 2 ** 28,
+    vec4: true,
+    note:
+      "sweep_matmul 2025-11-28 (GFLOP/s per CPU received): 1024³ 32.5, 4096×256×768 29.5, 4096×768×256 31.8",
+  },
+  {
+    match: /llvmpipe|lavapipe/i,
+    tile: { bm: 128, bn: 128, bk: 4, rm: 16, rn: 16, staging: "register" },
+    minWork: 2 ** 21,
+    vec4: true,
+    note: "sweep_matmul 2025-11-28: 1024³ 25.5, 4096×256×768 26.0; compiles in ~0.6 s",
+  },
+  {
+    match: /llvmpipe|lavapipe/i,
+    tile: { bm: 64, bn: 64, bk: 4, rm: 8, rn: 8, staging: "register" },
+    maxWaste: Infinity,
+    note: "small or odd shapes: compiles in ~0.2 s",
+  },
+];
+
+let forced: MatmulTile | null = null;
+
+/** Force one tile for every matmul (tests and sweeps); `null` goes back to the table. */
+export function setMatmulTile(tile: MatmulTile | null): void {
+  forced = tile;
+}
+
+/** The problem a tile is chosen for (the kernel config without the tile). */
+export type MatmulProblem = Omit<MatmulConfig, "tile">;
+
+function fits(rule: TileRule, p: MatmulProblem): boolean {
+  const t = rule.tile;
+  if (p.batch * p.m * p.n * p.k < (rule.minWork ?? 0)) return false;
+  const v = matmulVec4({ ...p, tile: t });
+  if (rule.vec4 && !(v.a && v.b && v.c)) return false;
+  const padded = Math.ceil(p.m / t.bm) * t.bm * Math.ceil(p.n / t.bn) * t.bn;
+  return padded <= (1 + (rule.maxWaste ?? 0.25)) * p.m * p.n;
+}
+
+/** The tile for a problem on this adapter (without a problem: the adapter's first rule). */
+export function matmulTile(problem?: MatmulProblem): MatmulTile {
+  if (forced) return forced;
   const name = gpu().adapterName;
-  return TILES.find((t) => t.match.test(name))?.tile ?? DEFAULT_TILE;
+  const rules = MATMUL_TILES.filter((r) => r.match.test(name));
+  if (!problem) return rules[0]?.tile ?? DEFAULT_TILE;
+  return rules.find((r) => fits(r, problem))?.tile ?? DEFAULT_TILE;
 }
 
 function dims(t: Tensor, trans: boolean): [number, number] {
@@ -26,11 +99,15 @@ function dims(t: Tensor, trans: boolean): [number, number] {
 
 /** Raw matmul (no autodiff) with an optional bias added per output column. */
 export function matmulRaw(a: Tensor, b: Tensor, transA: boolean, transB: boolean, bias?: Tensor): Tensor {
-  if (a.ndim < 2 || b.ndim < 2) throw new Error(`matmul needs ≥2-d operands, got ${shapeStr(a.shape)} and ${shapeStr(b.shape)}`);
+  if (a.ndim < 2 || b.ndim < 2) {
+    throw new Error(`matmul needs ≥2-d operands, got ${shapeStr(a.shape)} and ${shapeStr(b.shape)}`);
+  }
   const [m, ka] = dims(a, transA), [kb, n] = dims(b, transB);
   if (ka !== kb) {
     throw new Error(
-      `matmul: inner dims differ: ${shapeStr(a.shape)}${transA ? "ᵀ" : ""} · ${shapeStr(b.shape)}${transB ? "ᵀ" : ""}`,
+      `matmul: inner dims differ: ${shapeStr(a.shape)}${transA ? "ᵀ" : ""} · ${shapeStr(b.shape)}${
+        transB ? "ᵀ" : ""
+      }`,
     );
   }
   const batchA = a.shape.slice(0, -2), batchB = b.shape.slice(0, -2);
@@ -42,10 +119,18 @@ export function matmulRaw(a: Tensor, b: Tensor, transA: boolean, transB: boolean
     throw new Error(`matmul: batch dims ${shapeStr(batchA)} and ${shapeStr(batchB)} need expanding first`);
   }
   const out = Tensor.empty([...batchShape, m, n]);
-  const cfg = {
-    batch, m, n, k: ka, transA, transB, strideA: nA === 1 ? 0 : m * ka, strideB: nB === 1 ? 0 : ka * n,
-    bias: !!bias, tile: matmulTile(),
+  const problem: MatmulProblem = {
+    batch,
+    m,
+    n,
+    k: ka,
+    transA,
+    transB,
+    strideA: nA === 1 ? 0 : m * ka,
+    strideB: nB === 1 ? 0 : ka * n,
+    bias: !!bias,
   };
+  const cfg: MatmulConfig = { ...problem, tile: matmulTile(problem) };
   const bindings = [a.buffer, b.buffer, out.buffer];
   if (bias) bindings.push(bias.buffer);
   dispatch(matmulKernel(cfg), bindings, matmulGrid(cfg));

@@ -1,0 +1,190 @@
+/**
+ * `deno task bench`: measures the adapter's ceilings (FMA GFLOP/s, copy GB/s), then every kernel benchmark of
+ * bench/kernels/*.ts (the `benches: Bench[]` contract of bench/types.ts), prints one table with each kernel's
+ * share of the ceilings measured in the same run, and appends JSON lines to bench/results/<date>.jsonl.
+ *
+ * The machine may be shared: the `cpu%` column is the process CPU time over wall time × cores, so a row
+ * measured while other work ran shows it.
+ */
+import { parseArgs } from "node:util";
+import { gpu, initDevice } from "../engine/index.ts";
+import { copyBenches, fmaBenches } from "./ceilings.ts";
+import { timeRuns, type Timing } from "./timing.ts";
+import type { Bench } from "./types.ts";
+import * as elementwise from "./kernels/elementwise.ts";
+import * as layerNorm from "./kernels/layer_norm.ts";
+import * as matmul from "./kernels/matmul.ts";
+import * as reduce from "./kernels/reduce.ts";
+import * as softmax from "./kernels/softmax.ts";
+
+const HELP = `deno task bench [--filter TEXT] [--quick] [--no-save]
+
+Measures the adapter's FMA and copy ceilings, then every benchmark in bench/kernels/*.ts, and prints
+ms, GFLOP/s, GB/s and the share of each ceiling. Results are appended to bench/results/<date>.jsonl.
+
+  --filter TEXT  only benchmarks whose "kernel shape" contains TEXT (e.g. matmul, softmax, 4096x256)
+  --quick        one ceiling variant, one short measurement per benchmark (a smoke test, not numbers to keep)
+  --no-save      do not append to bench/results/
+  --help         this text`;
+
+/** Benchmark files written by others; absent ones are skipped (imported by URL so a missing file is no error). */
+const OPTIONAL = ["attention", "conv"];
+
+export interface Row {
+  kernel: string;
+  shape: string;
+  timing: Timing;
+  gflops: number;
+  gbps: number;
+}
+
+async function loadBenches(): Promise<Bench[]> {
+  const all = [matmul, elementwise, softmax, layerNorm, reduce].flatMap((m) => m.benches);
+  for (const name of OPTIONAL) {
+    const url = new URL(`./kernels/${name}.ts`, import.meta.url);
+    try {
+      await Deno.stat(url);
+    } catch {
+      continue;
+    }
+    try {
+      const mod = await import(url.href);
+      all.push(...(mod.benches as Bench[]));
+    } catch (e) {
+      console.error(`bench: skipping bench/kernels/${name}.ts: ${(e as Error).message.split("\n")[0]}`);
+    }
+  }
+  return all;
+}
+
+async function measure(b: Bench, quick: boolean): Promise<Row> {
+  const c = b.setup();
+  try {
+    const timing = await timeRuns(c.run, {
+      minSeconds: quick ? 0.1 : 0.3,
+      repeats: quick ? 1 : 3,
+      bytesPerRun: b.bytes,
+    });
+    return {
+      kernel: b.kernel,
+      shape: b.shape,
+      timing,
+      gflops: b.flops / timing.ms / 1e6,
+      gbps: b.bytes / timing.ms / 1e6,
+    };
+  } finally {
+    c.dispose();
+  }
+}
+
+/** The best of several variants of one ceiling kernel. */
+async function ceiling(benches: Bench[], quick: boolean, pick: (r: Row) => number): Promise<Row> {
+  let best: Row | null = null;
+  for (const b of benches) {
+    const r = await measure(b, quick);
+    if (!best || pick(r) > pick(best)) best = r;
+  }
+  return best!;
+}
+
+const pct = (x: number, peak: number) => (x > 0 && peak > 0 ? (100 * x) / peak : NaN);
+const fmt = (x: number, d = 1) => (Number.isFinite(x) && x > 0 ? x.toFixed(d) : "-");
+
+function printTable(rows: Row[], fmaPeak: number, copyBw: number): void {
+  const cores = navigator.hardwareConcurrency;
+  const head = ["kernel", "shape", "ms", "GFLOP/s", "GB/s", "% FMA peak", "% copy BW", "cpu%"];
+  const body = rows.map((r) => [
+    r.kernel,
+    r.shape,
+    r.timing.ms.toFixed(3),
+    fmt(r.gflops, 2),
+    fmt(r.gbps, 2),
+    fmt(pct(r.gflops, fmaPeak)),
+    fmt(pct(r.gbps, copyBw)),
+    fmt((100 * r.timing.cpuMs) / (r.timing.ms * cores), 0),
+  ]);
+  const w = head.map((h, i) => Math.max(h.length, ...body.map((row) => row[i].length)));
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i < 2 ? c.padEnd(w[i]) : c.padStart(w[i]))).join("  ");
+  console.log(line(head));
+  console.log(w.map((n) => "-".repeat(n)).join("  "));
+  for (const row of body) console.log(line(row));
+}
+
+async function save(rows: Row[], fmaPeak: number, copyBw: number, quick: boolean): Promise<string> {
+  const date = new Date().toISOString();
+  const dir = new URL("./results/", import.meta.url);
+  await Deno.mkdir(dir, { recursive: true });
+  const file = new URL(`${date.slice(0, 10)}.jsonl`, dir);
+  const common = {
+    adapter: gpu().adapterName,
+    deno_version: Deno.version.deno,
+    date,
+    quick,
+    load_avg: Deno.loadavg()[0],
+  };
+  const lines = rows.map((r) =>
+    JSON.stringify({
+      kernel: r.kernel,
+      shape: r.shape,
+      ms: r.timing.ms,
+      median_ms: r.timing.medianMs,
+      cpu_ms: r.timing.cpuMs,
+      runs: r.timing.runs,
+      gflops: r.gflops,
+      gbps: r.gbps,
+      pct_fma_peak: Number.isNaN(pct(r.gflops, fmaPeak)) ? null : pct(r.gflops, fmaPeak),
+      pct_copy_bw: Number.isNaN(pct(r.gbps, copyBw)) ? null : pct(r.gbps, copyBw),
+      ...common,
+    })
+  );
+  await Deno.writeTextFile(file, lines.join("\n") + "\n", { append: true });
+  return file.pathname;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      filter: { type: "string" },
+      quick: { type: "boolean", default: false },
+      "no-save": { type: "boolean", default: false },
+      help: { type: "boolean", default: false },
+    },
+  });
+  if (values.help) {
+    console.log(HELP);
+    return;
+  }
+  const quick = values.quick!;
+  await initDevice();
+  const load = Deno.loadavg()[0], cores = navigator.hardwareConcurrency;
+  console.log(
+    `adapter: ${gpu().adapterName} · deno ${Deno.version.deno} · load average ${
+      load.toFixed(2)
+    } on ${cores} cores`,
+  );
+  if (gpu().isCpu && load > cores / 2) {
+    console.log("warning: the machine is busy; CPU-adapter timings will be low");
+  }
+  const fma = await ceiling(fmaBenches(quick), quick, (r) => r.gflops);
+  const copy = await ceiling(copyBenches(quick), quick, (r) => r.gbps);
+  const rows: Row[] = [fma, copy];
+  const benches = (await loadBenches()).filter((b) =>
+    !values.filter || `${b.kernel} ${b.shape}`.includes(values.filter)
+  );
+  for (const b of benches) {
+    try {
+      rows.push(await measure(b, quick));
+    } catch (e) {
+      console.error(`bench: ${b.kernel} ${b.shape} failed: ${(e as Error).message.split("\n")[0]}`);
+    }
+  }
+  console.log();
+  printTable(rows, fma.gflops, copy.gbps);
+  if (!values["no-save"]) {
+    console.log(`\nappended ${rows.length} rows to ${await save(rows, fma.gflops, copy.gbps, quick)}`);
+  }
+}
+
+if (import.meta.main) await main();
