@@ -44,7 +44,9 @@ export function mapKernel(c: MapConfig): Kernel {
     return `@group(0) @binding(${k}) var<storage, ${access}> in${k}_: array<${t}>;`;
   });
   const outT = vw === 4 ? "vec4<f32>" : "f32";
-  if (!c.inplace) decls.push(`@group(0) @binding(${c.inShapes.length}) var<storage, read_write> out: array<${outT}>;`);
+  if (!c.inplace) {
+    decls.push(`@group(0) @binding(${c.inShapes.length}) var<storage, read_write> out: array<${outT}>;`);
+  }
   let body: string;
   if (vw === 4) {
     const loads = c.inShapes.map((s, k) =>

@@ -19,15 +19,38 @@ async function dataset(): Promise<string> {
   if (!dataRoot) {
     const dir = await Deno.makeTempDir();
     dataRoot = join(dir, "euler_multi_quadrants");
-    await generateEulerDataset({ out: dataRoot, resolution: 16, trajectories: 12, steps: 6, tEnd: 0.2, gammas: 2, workers: 0 });
+    await generateEulerDataset({
+      out: dataRoot,
+      resolution: 16,
+      trajectories: 12,
+      steps: 6,
+      tEnd: 0.2,
+      gammas: 2,
+      workers: 0,
+    });
   }
   return dataRoot;
 }
 
 function config(data: string, out: string, over: Partial<TrainAeConfig> = {}): TrainAeConfig {
   return {
-    preset: "tiny", data, latentChannels: 4, epochs: 2, stepsPerEpoch: 3, batch: 4, lr: 1e-3, optimizer: "psgd",
-    loss: "vrmse", seed: 3, out, identityInit: true, validBatches: 1, logEvery: 2, maxNorm: 1, resume: false, ...over,
+    preset: "tiny",
+    data,
+    latentChannels: 4,
+    epochs: 2,
+    stepsPerEpoch: 3,
+    batch: 4,
+    lr: 1e-3,
+    optimizer: "psgd",
+    loss: "vrmse",
+    seed: 3,
+    out,
+    identityInit: true,
+    validBatches: 1,
+    logEvery: 2,
+    maxNorm: 1,
+    resume: false,
+    ...over,
   };
 }
 
@@ -40,15 +63,26 @@ Deno.test("train ae: a run writes config, metrics, checkpoints and a figure per 
   assert.equal(a.epochsDone, 2);
   assert.ok(a.lastValidation && Number.isFinite(a.lastValidation.mean));
   const files = [...Deno.readDirSync(full)].map((e) => e.name).sort();
-  assert.deepEqual(files, ["checkpoint.safetensors", "config.json", "figures", "metrics.jsonl", "model.safetensors"]);
+  assert.deepEqual(files, [
+    "checkpoint.safetensors",
+    "config.json",
+    "figures",
+    "metrics.jsonl",
+    "model.safetensors",
+  ]);
   assert.equal([...Deno.readDirSync(join(full, "figures"))].length, 2);
-  const metrics = (await Deno.readTextFile(join(full, "metrics.jsonl"))).trim().split("\n").map((l) => JSON.parse(l));
+  const metrics = (await Deno.readTextFile(join(full, "metrics.jsonl"))).trim().split("\n").map((l) =>
+    JSON.parse(l)
+  );
   assert.ok(metrics.some((m) => typeof m.train_loss === "number"));
   assert.equal(metrics.filter((m) => m.valid_vrmse).length, 2);
 
   // Interrupt after 4 of 6 steps (mid-epoch), then resume.
   let steps = 0;
-  const b = await trainAutoencoder(config(data, split), { onStep: () => steps++, shouldStop: () => steps >= 4 });
+  const b = await trainAutoencoder(config(data, split), {
+    onStep: () => steps++,
+    shouldStop: () => steps >= 4,
+  });
   assert.equal(b.stopped, true);
   await assert.rejects(trainAutoencoder(config(data, split)), /exists: pass --resume/);
   await assert.rejects(trainAutoencoder(config(data, split, { resume: true, batch: 2 })), /batch=4, not 2/);
