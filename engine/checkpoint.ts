@@ -141,3 +141,10 @@ export function loadInto(
   for (const [k, t] of Object.entries(targets)) writeBuffer(t.buffer, loaded.get(k)!.data);
   return [...loaded.keys()].filter((k) => !(k in targets));
 }
+
+/** Write a text file under a temp name, then rename: readers never see half of it. */
+export async function writeTextAtomic(path: string, text: string): Promise<void> {
+  const tmp = `${path}.tmp-${Deno.pid}`;
+  await Deno.writeTextFile(tmp, text);
+  await Deno.rename(tmp, path);
+}

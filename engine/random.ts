@@ -94,3 +94,15 @@ export function uniformCpu(seed: number, call: number, n: number): Float32Array 
   }
   return out;
 }
+
+/** mulberry32: a small seeded host-side stream in [0, 1) (parameter initialisation, test inputs). */
+export function hostRng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6D2B79F5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

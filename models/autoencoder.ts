@@ -23,6 +23,7 @@ import {
   Tensor,
 } from "../engine/index.ts";
 import { conv2d, conv3d } from "../engine/ops/conv.ts";
+import { hostRng } from "../engine/random.ts";
 import { channel_norm } from "../engine/ops/channel_norm.ts";
 import { depth_to_space, space_to_depth } from "../engine/ops/space_to_depth.ts";
 import {
@@ -31,18 +32,6 @@ import {
   downFactor,
   type ParamSpec,
 } from "./autoencoder_config.ts";
-
-/** mulberry32 stream for host-side initialisation (reproducible from the seed). */
-function hostRng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Host values of one parameter per its initialiser (method §1.4–1.5). */
 export function initValues(spec: ParamSpec, rand: () => number): Float32Array {

@@ -20,6 +20,7 @@ import {
   Tensor,
   zeroGrad,
 } from "../engine/index.ts";
+import { writeTextAtomic } from "../engine/checkpoint.ts";
 
 export interface MlpDemoConfig {
   steps: number;
@@ -28,12 +29,6 @@ export interface MlpDemoConfig {
   seed: number;
   out: string;
   logEvery?: number;
-}
-
-async function writeAtomic(path: string, text: string) {
-  const tmp = `${path}.tmp-${Deno.pid}`;
-  await Deno.writeTextFile(tmp, text);
-  await Deno.rename(tmp, path);
 }
 
 export async function runMlpDemo(cfg: MlpDemoConfig, onStep?: (step: number, loss?: number) => void) {
@@ -63,7 +58,10 @@ export async function runMlpDemo(cfg: MlpDemoConfig, onStep?: (step: number, los
   for (const p of params) p.requiresGrad = true;
   const opt = new Adam(params, { lr: cfg.lr });
   await Deno.mkdir(cfg.out, { recursive: true });
-  await writeAtomic(`${cfg.out}/config.json`, JSON.stringify({ kind: "mlp_demo", ...cfg }, null, 2) + "\n");
+  await writeTextAtomic(
+    `${cfg.out}/config.json`,
+    JSON.stringify({ kind: "mlp_demo", ...cfg }, null, 2) + "\n",
+  );
   const lines: string[] = [];
   const t0 = performance.now();
   let firstLoss = NaN, finalLoss = NaN;
@@ -87,7 +85,7 @@ export async function runMlpDemo(cfg: MlpDemoConfig, onStep?: (step: number, los
     }
     onStep?.(step + 1, value);
   }
-  await writeAtomic(`${cfg.out}/metrics.jsonl`, lines.join("\n") + "\n");
+  await writeTextAtomic(`${cfg.out}/metrics.jsonl`, lines.join("\n") + "\n");
   for (const t of [...params, xt, yt]) t.dispose();
   opt.dispose();
   return { firstLoss, finalLoss, seconds: (performance.now() - t0) / 1000 };

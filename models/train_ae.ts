@@ -24,7 +24,7 @@ import {
   Tensor,
   zeroGrad,
 } from "../engine/index.ts";
-import { loadInto, loadSafetensors, saveSafetensors } from "../engine/checkpoint.ts";
+import { loadInto, loadSafetensors, saveSafetensors, writeTextAtomic } from "../engine/checkpoint.ts";
 import { Adam } from "../engine/optim/adam.ts";
 import { type Batch, batchToTensor, WindowLoader } from "../data/batches.ts";
 import { augmentationsFor, channelKinds } from "../data/augment.ts";
@@ -73,12 +73,6 @@ export interface TrainAeResult {
   lastValidation: Record<string, number> | null;
   seconds: number;
   params: number;
-}
-
-async function writeAtomic(path: string, text: string) {
-  const tmp = `${path}.tmp-${Deno.pid}`;
-  await Deno.writeTextFile(tmp, text);
-  await Deno.rename(tmp, path);
 }
 
 export function aeModelConfig(cfg: TrainAeConfig, pixelChannels: number, spatial: number): AutoencoderConfig {
@@ -164,7 +158,7 @@ export async function trainAutoencoder(cfg: TrainAeConfig, ev: TrainAeEvents = {
   const resumed = await tryResume(ckptPath, cfg, model, opt, skipped, state);
   if (resumed) ev.onLog?.(`resumed ${ckptPath} at epoch ${state.epoch}, step ${state.stepInEpoch}`);
   else {
-    await writeAtomic(join(cfg.out, "config.json"), JSON.stringify(resolved, null, 2) + "\n");
+    await writeTextAtomic(join(cfg.out, "config.json"), JSON.stringify(resolved, null, 2) + "\n");
     await Deno.writeTextFile(join(cfg.out, "metrics.jsonl"), "");
   }
   model.gen.state = { seed: model.gen.seed, calls: state.genCalls };

@@ -30,6 +30,7 @@ import {
   square,
   Tensor,
 } from "../engine/index.ts";
+import { hostRng as uniformStream } from "../engine/random.ts";
 import { attention, reference as attnRef } from "../engine/ops/attention.ts";
 import { reference as mmRef } from "../engine/ops/matmul.ts";
 import { reference as normRef } from "../engine/ops/norm.ts";
@@ -180,14 +181,7 @@ export function transformerBuffers(cfg: TransformerConfig): { name: string; valu
 
 /** mulberry32 + Box–Muller: host initialisation reproducible from the seed. */
 function hostRng(seed: number) {
-  let a = seed >>> 0;
-  const u = () => {
-    a = (a + 0x6D2B79F5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const u = uniformStream(seed);
   const normal = () => Math.sqrt(-2 * Math.log(1 - u())) * Math.cos(2 * Math.PI * u());
   return { u, normal };
 }

@@ -4,23 +4,15 @@
  * the only float32 error is the GPU's). Every failure message prints the max error and where it happened.
  */
 import { backward, initDevice, mul, scope, sum, Tensor } from "../engine/index.ts";
+import { hostRng } from "../engine/random.ts";
 
 export async function gpuReady(): Promise<void> {
   Deno.env.set("LOLA_QUIET", "1");
   await initDevice();
 }
 
-/** mulberry32: a tiny seeded PRNG for test inputs. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A tiny seeded PRNG for test inputs. */
+export const rng = hostRng;
 
 /** Random values in [lo, hi), float32-representable (so CPU and GPU see the same inputs). */
 export function randArray(n: number, seed: number, lo = -1, hi = 1): Float64Array {
