@@ -7,10 +7,11 @@
  * broadcasting, both transposes, bias. A tile whose rule is restricted to vec4 problems is tested on those only
  * (its scalar form is never picked, and compiling it takes seconds). Tolerances: forward atol 1e-4 + rtol 1e-4
  * for |inputs| ≤ 1 and k ≤ 100 (float32 accumulation error is ~1e-6 here, an indexing bug is ~0.1); gradients
- * atol 1e-3 + rtol 1e-3 against central differences of the float64 reference.
+ * atol 1e-3 + rtol 1e-3 against central differences of the float64 reference. Last, an output larger than one
+ * storage binding (split along the batch).
  */
 import { assertClose, checkOp, gpuReady, randArray } from "../helpers.ts";
-import { linear, matmul, Tensor } from "../../engine/index.ts";
+import { gpu, linear, matmul, Tensor } from "../../engine/index.ts";
 import { MATMUL_TILES, reference, setMatmulTile } from "../../engine/ops/matmul.ts";
 import { DEFAULT_TILE, type MatmulTile, matmulTileName } from "../../kernels/matmul.wgsl.ts";
 
@@ -151,3 +152,37 @@ for (const { tile, vec4Only } of TILES) {
     }
   });
 }
+
+Deno.test("matmul: an output over the storage-binding limit is split along the batch", async () => {
+  await gpuReady();
+  const limit = gpu().limits.maxStorageBufferBindingSize;
+  if (limit > 2 ** 28) return console.log(`binding limit ${limit} B: too large to exercise here`);
+  const [m, k, n] = [2048, 4, 2048];
+  const batch = Math.floor(limit / (m * n * 4)) + 1; // one matrix more than fits one binding
+  const a = randArray(batch * m * k, 21), b = randArray(batch * k * n, 22);
+  const ta = Tensor.fromData(Float32Array.from(a), [batch, m, k]);
+  const tb = Tensor.fromData(Float32Array.from(b), [batch, k, n]);
+  const out = matmul(ta, tb);
+  try {
+    const got = await out.read();
+    const picks = Array.from({ length: 4000 }, (_, s) => [s % batch, (s * 37) % m, (s * 101) % n]);
+    const want = picks.map(([z, i, j]) => {
+      let v = 0;
+      for (let p = 0; p < k; p++) v += a[(z * m + i) * k + p] * b[(z * k + p) * n + j];
+      return v;
+    });
+    const e = assertClose(
+      `${batch}x${m}x${k}x${n}`,
+      picks.map(([z, i, j]) => got[(z * m + i) * n + j]),
+      want,
+      FWD,
+    );
+    console.log(
+      `${batch} batches, ${(out.byteSize / 2 ** 20).toFixed(0)} MiB output: max abs error ${
+        e.toExponential(2)
+      }`,
+    );
+  } finally {
+    [ta, tb, out].forEach((t) => t.dispose());
+  }
+});
