@@ -14,8 +14,8 @@ import {
   setConvTiles,
   tilePresets,
 } from "../../engine/ops/conv.ts";
-import { Tensor } from "../../engine/tensor.ts";
 import type { Bench, BenchCase } from "../types.ts";
+import { input } from "../inputs.ts";
 
 type Pass = "fwd" | "igrad" | "wgrad";
 
@@ -34,17 +34,6 @@ const SHAPES: Shape[] = [
   { batch: 2, cin: 64, cout: 64, spatial: [32, 32, 32], k: 3 },
 ];
 
-function filled(shape: number[], seed: number): Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = s / 2 ** 31 - 1;
-  }
-  return Tensor.fromData(a, shape, { persistent: true });
-}
-
 function convBench(s: Shape, pass: Pass, tiles?: { name: string; tiles: ConvTiles }): Bench {
   const n = s.spatial.length;
   const xShape = [s.batch, s.cin, ...s.spatial];
@@ -59,7 +48,7 @@ function convBench(s: Shape, pass: Pass, tiles?: { name: string; tiles: ConvTile
     flops: convFlops(xShape, wShape),
     bytes: 4 * io.reduce((acc, sh) => acc + numel(sh), 0),
     setup(): BenchCase {
-      const x = filled(xShape, 1), w = filled(wShape, 2), b = filled([s.cout], 3), g = filled(yShape, 4);
+      const x = input(xShape, 1), w = input(wShape, 2), b = input([s.cout], 3), g = input(yShape, 4);
       const encode = {
         fwd: () => convForwardRaw(x, w, b, false),
         igrad: () => convInputGradRaw(g, w, false),
