@@ -1,16 +1,18 @@
 /**
- * Attention benchmarks: the fused kernels (engine/ops/attention.ts: QK-RMS-norm + RoPE + flash attention) against
- * the unfused path (matmul → scale → softmax → matmul through the engine's ops, N×N scores in memory) in the same
- * run, forward and forward + backward, at the paper's token counts (RB 320, Euler 1,280, TGC 2,560 tokens; 8 heads
+ * Attention benchmarks: the fused op (engine/ops/attention.ts: QK-RMS-norm + RoPE + attention) with its flash
+ * kernels ("fused") and with its dense path (scores through the matmul a chunk of heads at a time, "dense")
+ * against the unfused path (matmul → scale → softmax → matmul through the engine's ops, N×N scores in memory
+ * and autodiff, no norm or RoPE) in the same run, forward and forward + backward, at the paper's token counts (RB 320, Euler 1,280, TGC 2,560 tokens; 8 heads
  * × 128) and at the `default` preset (8 windows × 320 tokens, 4 heads × 32); then one transformer block forward +
  * backward at the `default` and `large` sizes.
  *
- * FLOPs: attention forward 4·B·H·N²·d (Q·Kᵀ and P·V), backward 2.5× that (the usual convention; the fused
- * backward recomputes P twice, so it executes 14/10 of the counted work); the unfused rows use the same counts.
+ * FLOPs: attention forward 4·B·H·N²·d (Q·Kᵀ and P·V), backward 2.5× that (the usual convention; the flash
+ * backward recomputes P twice, so it executes 14/10 of the counted work, the dense one 12/10); every row uses
+ * the same counts.
  * A block counts its matmuls (qkv, y, FFN: 24·B·N·D² forward) plus its attention; backward = 2× forward.
  */
 import { backward, Generator, matmul, mul, softmax, Tensor } from "../../engine/index.ts";
-import { attention, attentionFlops } from "../../engine/ops/attention.ts";
+import { attention, attentionFlops, type AttentionImpl } from "../../engine/ops/attention.ts";
 import {
   blockForward,
   type BlockParams,
@@ -58,17 +60,18 @@ function attentionBench(
   N: number,
   H: number,
   d: number,
-  fused: boolean,
+  mode: AttentionImpl | "unfused",
   bwd: boolean,
 ): Bench {
   const D = H * d, fl = attentionFlops(B, N, H, d);
-  const kernel = `attention_${bwd ? "fwd+bwd" : "fwd"}_${fused ? "fused" : "unfused"}`;
+  const fused = mode !== "unfused";
+  const kernel = `attention_${bwd ? "fwd+bwd" : "fwd"}_${mode === "flash" ? "fused" : mode}`;
   return {
     kernel,
     shape: `${label} B${B} N${N} H${H}x${d}`,
     flops: bwd ? fl.fwd + fl.bwd : fl.fwd,
-    // Fused: qkv read, y written (and their gradients); unfused adds the N×N scores written and read twice.
-    bytes: 4 * (fused ? 4 * B * N * D : 4 * B * N * D + 3 * B * H * N * N) * (bwd ? 2 : 1),
+    // Flash: qkv read, y written (and their gradients); the others add the N×N scores written and read twice.
+    bytes: 4 * (mode === "flash" ? 4 * B * N * D : 4 * B * N * D + 3 * B * H * N * N) * (bwd ? 2 : 1),
     setup: () => {
       if (fused) {
         const grid = gridOf(N), A = grid.length;
@@ -77,7 +80,7 @@ function attentionBench(
         const coords = constant(tokenCoords(grid), [N, A]);
         const gy = input([B, N, D], 4);
         return caseOf([qkv, theta, coords, gy], () => {
-          const y = attention(qkv, theta, coords, { heads: H });
+          const y = attention(qkv, theta, coords, { heads: H, impl: mode });
           if (bwd) {
             backward(y, gy);
             clearGrads([qkv, theta]);
@@ -148,19 +151,18 @@ function blockBench(preset: "default" | "large", B: number, grid: number[]): Ben
   };
 }
 
-const PAPER: [string, number][] = [["RB", 320], ["Euler", 1280], ["TGC", 2560]];
+const PAPER: [string, number, number, number, number][] = [
+  ["RB", 1, 320, 8, 128],
+  ["Euler", 1, 1280, 8, 128],
+  ["TGC", 1, 2560, 8, 128],
+  ["default", 8, 320, 4, 32],
+];
+const MODES = ["flash", "dense", "unfused"] as const;
 
 export const benches: Bench[] = [
-  ...PAPER.flatMap(([name, n]) => [
-    attentionBench(name, 1, n, 8, 128, true, false),
-    attentionBench(name, 1, n, 8, 128, false, false),
-    attentionBench(name, 1, n, 8, 128, true, true),
-    attentionBench(name, 1, n, 8, 128, false, true),
-  ]),
-  attentionBench("default", 8, 320, 4, 32, true, false),
-  attentionBench("default", 8, 320, 4, 32, false, false),
-  attentionBench("default", 8, 320, 4, 32, true, true),
-  attentionBench("default", 8, 320, 4, 32, false, true),
+  ...PAPER.flatMap(([name, b, n, h, d]) =>
+    [false, true].flatMap((bwd) => MODES.map((m) => attentionBench(name, b, n, h, d, m, bwd)))
+  ),
   blockBench("default", 8, [5, 8, 8]),
   blockBench("large", 1, [5, 16, 16]),
 ];

@@ -9,7 +9,8 @@ import { dispatch, grid1d } from "../runtime.ts";
 import { numel, type Shape, shapeStr, Tensor } from "../tensor.ts";
 import { add } from "./elementwise.ts";
 
-function gather(x: Tensor, c: Omit<GatherConfig, "inShape">): Tensor {
+/** Index-remapping copy without autodiff (see kernels/gather.wgsl.ts for perm and offset). */
+export function gather(x: Tensor, c: Omit<GatherConfig, "inShape">): Tensor {
   const out = Tensor.empty(c.outShape);
   dispatch(gatherKernel({ ...c, inShape: x.shape }), [x.buffer, out.buffer], grid1d(out.size, GATHER_WG));
   return out;

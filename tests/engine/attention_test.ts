@@ -9,7 +9,16 @@
  */
 import { assertClose, gpuReady, randArray } from "../helpers.ts";
 import { backward, pool, scope, Tensor } from "../../engine/index.ts";
-import { adapt, attention, attentionTile, type AttnRefShape, reference } from "../../engine/ops/attention.ts";
+import {
+  adapt,
+  attention,
+  type AttentionImpl,
+  attentionImpl,
+  attentionTile,
+  type AttnRefShape,
+  reference,
+} from "../../engine/ops/attention.ts";
+import { setDenseBudget } from "../../engine/ops/attention_dense.ts";
 import type { AttnTile } from "../../kernels/attention.wgsl.ts";
 
 /** Integer token coordinates, row-major over `grid` (t slowest), or random small integers without a grid. */
@@ -49,9 +58,17 @@ interface Case {
   s: AttnRefShape;
   grid?: number[];
   tiles?: { fwd?: AttnTile; bwd?: AttnTile };
+  /** Implementations to check (default both). */
+  impls?: AttentionImpl[];
 }
 
+/** Both implementations against one float64 reference computation. */
 async function checkAgainstReference(label: string, c: Case) {
+  const ref = referenceOf(c);
+  for (const impl of c.impls ?? ["flash", "dense"]) await checkImpl(`${label} ${impl}`, c, impl, ref);
+}
+
+function referenceOf(c: Case) {
   const { s } = c;
   const D = s.heads * s.headDim;
   const qkv = randArray(s.batch * s.tokens * 3 * D, 11, -2, 2);
@@ -61,7 +78,13 @@ async function checkAgainstReference(label: string, c: Case) {
   const t0 = performance.now();
   const want = reference.attention(qkv, theta, coords, s);
   const wantGrad = reference.attentionBackward(qkv, theta, coords, gy, s);
-  const refMs = performance.now() - t0;
+  return { qkv, theta, coords, gy, want, wantGrad, refMs: performance.now() - t0 };
+}
+
+async function checkImpl(label: string, c: Case, impl: AttentionImpl, r: ReturnType<typeof referenceOf>) {
+  const { s } = c;
+  const D = s.heads * s.headDim;
+  const { qkv, theta, coords, gy, want, wantGrad, refMs } = r;
 
   const tq = Tensor.fromData(Float32Array.from(qkv), [s.batch, s.tokens, 3 * D], {
     requiresGrad: true,
@@ -78,7 +101,7 @@ async function checkAgainstReference(label: string, c: Case) {
   const t1 = performance.now();
   try {
     const y = scope(() => {
-      const out = attention(tq, tt, tc, { heads: s.heads, tiles: c.tiles });
+      const out = attention(tq, tt, tc, { heads: s.heads, tiles: c.tiles, impl });
       backward(out, tg);
       return out.keep();
     });
@@ -142,7 +165,7 @@ Deno.test("attention: 1,280 tokens (Euler: 5×16×16), head dim 128: y, d(qkv), 
   });
 });
 
-Deno.test("attention: 2,560 tokens (TGC: 5×8×8×8) run forward + backward without an N×N buffer", async () => {
+Deno.test("attention: 2,560 tokens (TGC: 5×8×8×8) run forward + backward without an N×N buffer (flash)", async () => {
   await gpuReady();
   // 2 heads × 32 like the 80-token case (shared pipelines).
   const B = 1, N = 2560, H = 2, d = 32, A = 4, D = H * d;
@@ -159,7 +182,7 @@ Deno.test("attention: 2,560 tokens (TGC: 5×8×8×8) run forward + backward with
   pool.stats.peakBytesInUse = before;
   try {
     const y = scope(() => {
-      const out = attention(qkv, tt, tc, { heads: H });
+      const out = attention(qkv, tt, tc, { heads: H, impl: "flash" });
       backward(out, out);
       return out.keep();
     });
@@ -215,12 +238,30 @@ Deno.test("attention: the GPU tile shape (64×32 tiles, 4×4 per invocation) is 
     s: { batch: 2, tokens: 150, heads: 2, headDim: d, axes: 3 },
     grid: [6, 5, 5],
     tiles,
+    impls: ["flash"],
   });
   console.log(
     `adapter tiles at d=128: fwd ${JSON.stringify(attentionTile(128))}, bwd ${
       JSON.stringify(attentionTile(128, "bwd"))
     }`,
   );
+});
+
+Deno.test("attention: dense path split into chunks of heads (budget of 3 score matrices, 8 slices)", async () => {
+  await gpuReady();
+  const tokens = 80;
+  setDenseBudget(3 * tokens * tokens * 4);
+  try {
+    // Chunks of 3, 3 and 2 (batch 2 × 4 heads), heads × head dim as in the 80-token case.
+    await checkAgainstReference("dense chunks N=80 d=32", {
+      s: { batch: 4, tokens, heads: 2, headDim: 32, axes: 3 },
+      grid: [5, 4, 4],
+      impls: ["dense"],
+    });
+  } finally {
+    setDenseBudget(null);
+  }
+  console.log(`this adapter's default attention: ${attentionImpl()}`);
 });
 
 const GPU_LIKE: AttnTile = { bq: 64, rm: 4, bk: 32, rn: 4, dc: 16, vc: 16 };
