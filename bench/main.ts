@@ -4,7 +4,8 @@
  * share of the ceilings measured in the same run, and appends JSON lines to bench/results/<date>.jsonl.
  *
  * The machine may be shared: the `cpu%` column is the process CPU time over wall time × cores, so a row
- * measured while other work ran shows it.
+ * measured while other work ran shows it. `MiB` is the peak of GPU memory one run holds beyond what was in
+ * use before it (temporaries, outputs, gradients), from the pool's counters.
  */
 import { parseArgs } from "node:util";
 import { gpu, initDevice } from "../engine/index.ts";
@@ -20,7 +21,7 @@ import * as softmax from "./kernels/softmax.ts";
 const HELP = `deno task bench [--filter TEXT] [--quick] [--cpu-time] [--no-save]
 
 Measures the adapter's FMA and copy ceilings, then every benchmark in bench/kernels/*.ts, and prints
-ms, GFLOP/s, GB/s and the share of each ceiling. Results are appended to bench/results/<date>.jsonl.
+ms, GFLOP/s, GB/s, the share of each ceiling and the peak GPU memory of one run (MiB). Results are appended to bench/results/<date>.jsonl.
 
   --filter TEXT  only benchmarks whose "kernel shape" contains TEXT (e.g. matmul, softmax, 4096x256)
   --quick        one ceiling variant, one short measurement per benchmark (a smoke test, not numbers to keep)
@@ -95,7 +96,7 @@ const fmt = (x: number, d = 1) => (Number.isFinite(x) && x > 0 ? x.toFixed(d) : 
 
 function printTable(rows: Row[], fmaPeak: number, copyBw: number): void {
   const cores = navigator.hardwareConcurrency;
-  const head = ["kernel", "shape", "ms", "GFLOP/s", "GB/s", "% FMA peak", "% copy BW", "cpu%"];
+  const head = ["kernel", "shape", "ms", "GFLOP/s", "GB/s", "% FMA peak", "% copy BW", "MiB", "cpu%"];
   const body = rows.map((r) => [
     r.kernel,
     r.shape,
@@ -104,6 +105,7 @@ function printTable(rows: Row[], fmaPeak: number, copyBw: number): void {
     fmt(r.gbps, 2),
     fmt(pct(r.gflops, fmaPeak)),
     fmt(pct(r.gbps, copyBw)),
+    fmt(r.timing.peakBytes / 2 ** 20),
     fmt((100 * r.timing.cpuMs) / (r.timing.ms * cores), 0),
   ]);
   const w = head.map((h, i) => Math.max(h.length, ...body.map((row) => row[i].length)));
@@ -139,6 +141,7 @@ async function save(rows: Row[], fmaPeak: number, copyBw: number, mode: Mode): P
       gbps: r.gbps,
       pct_fma_peak: Number.isNaN(pct(r.gflops, fmaPeak)) ? null : pct(r.gflops, fmaPeak),
       pct_copy_bw: Number.isNaN(pct(r.gbps, copyBw)) ? null : pct(r.gbps, copyBw),
+      peak_mib: r.timing.peakBytes / 2 ** 20,
       ...common,
     })
   );

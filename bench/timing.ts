@@ -6,7 +6,7 @@
  * how much of the machine the measurement actually got.
  */
 import process from "node:process";
-import { flush, scope, sync } from "../engine/index.ts";
+import { flush, pool, scope, sync } from "../engine/index.ts";
 
 export interface TimingOptions {
   /** Minimum seconds per measurement (default 0.3). */
@@ -26,6 +26,8 @@ export interface Timing {
   /** Runs per measurement and runs encoded per submit. */
   runs: number;
   perSubmit: number;
+  /** Peak GPU bytes one run holds beyond what was in use before it (its temporaries, outputs, gradients). */
+  peakBytes: number;
 }
 
 /** Encode `run` once inside a scope (its temporaries go back to the pool). */
@@ -37,8 +39,12 @@ function once(run: () => void): void {
 
 export async function timeRuns(run: () => void, opts: TimingOptions = {}): Promise<Timing> {
   const minSeconds = opts.minSeconds ?? 0.3, repeats = opts.repeats ?? 3;
+  await sync();
+  const before = pool.stats.bytesInUse;
+  pool.stats.peakBytesInUse = before;
   once(run);
   await sync();
+  const peakBytes = pool.stats.peakBytesInUse - before;
   let t0 = performance.now();
   once(run);
   await sync();
@@ -68,5 +74,6 @@ export async function timeRuns(run: () => void, opts: TimingOptions = {}): Promi
     cpuMs: samples[0].cpuMs,
     runs,
     perSubmit,
+    peakBytes,
   };
 }
