@@ -53,7 +53,7 @@ export function mapKernel(c: MapConfig): Kernel {
       s.reduce((a, b) => a * b, 1) === 1 ? `let v${k} = vec4<f32>(in${k}_[0]);` : `let v${k} = in${k}_[i];`
     );
     const lanes = [0, 1, 2, 3].map((l) => {
-      const e = c.inShapes.reduce((ex, _s, k) => ex.replaceAll(`in${k}`, `v${k}[${l}]`), c.expr);
+      const e = substitute(c.expr, c.inShapes.length, (k) => `v${k}[${l}]`);
       return `(${e})`;
     });
     body = `${loads.join("\n  ")}\n  out[i] = vec4<f32>(${lanes.join(", ")});`;
@@ -74,7 +74,7 @@ export function mapKernel(c: MapConfig): Kernel {
       }
       return `let x${k} = in${k}_[${terms.join(" + ") || "0u"}];`;
     });
-    const e = c.inShapes.reduce((ex, _s, k) => ex.replaceAll(`in${k}`, `x${k}`), c.expr);
+    const e = substitute(c.expr, c.inShapes.length, (k) => `x${k}`);
     body = `${idx.join("\n  ")}\n  out[i] = ${e};`;
   }
   if (c.inplace) body = body.replace("out[i] =", "in0_[i] =");
@@ -88,4 +88,9 @@ fn main(${MAIN_BUILTINS}) {
   ${body}
 }`;
   return { name: `map_${c.name}${c.inplace ? "_inplace" : ""}_${vw === 4 ? "v4" : "bcast"}_${n}`, code };
+}
+
+/** Replace the whole identifiers in0 … in{n-1} of `expr` (so in1 never eats the prefix of in10). */
+function substitute(expr: string, n: number, to: (k: number) => string): string {
+  return expr.replace(/\bin(\d+)\b/g, (m, k) => (Number(k) < n ? to(Number(k)) : m));
 }

@@ -149,3 +149,23 @@ Deno.test("elementwise: scalar operands, clamp and where", async () => {
     wrt: [1, 2],
   });
 });
+
+Deno.test("elementwise: map with 11 inputs substitutes in1 and in10 separately (vec4 and indexed forms)", async () => {
+  await gpuReady();
+  for (const n of [8, 7]) {
+    const data = Array.from({ length: 11 }, (_, k) => randArray(n, 40 + k, -2, 2));
+    const ts = data.map((d) => E.Tensor.fromData(Float32Array.from(d), [n], { persistent: true }));
+    try {
+      const expr = Array.from({ length: 11 }, (_, k) => `in${k} * ${k + 1}.0`).join(" + ");
+      const got = await E.scope(() => E.map(ts, expr, "sum11").keep()).read();
+      for (let i = 0; i < n; i++) {
+        const want = data.reduce((a, d, k) => a + d[i] * (k + 1), 0);
+        if (Math.abs(got[i] - want) > 1e-4 * (1 + Math.abs(want))) {
+          throw new Error(`map of 11 inputs (n=${n}) at ${i}: got ${got[i]}, want ${want}`);
+        }
+      }
+    } finally {
+      ts.forEach((t) => t.dispose());
+    }
+  }
+});

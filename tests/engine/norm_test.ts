@@ -1,6 +1,6 @@
 /**
  * softmax, layer_norm and rms_norm over the last axis vs float64 references, values and gradients (input,
- * weight, bias), for row lengths below, at and above one workgroup's width. Tolerances: forward 2e-5 abs +
+ * weight, bias), for row lengths below, at and above one workgroup's width, scalar and vec4. Tolerances: forward 2e-5 abs +
  * 1e-4 rel, gradients 2e-3 abs + 3e-3 rel.
  */
 import * as E from "../../engine/index.ts";
@@ -10,7 +10,8 @@ import { checkOp, gpuReady, randArray } from "../helpers.ts";
 const FWD = { atol: 2e-5, rtol: 1e-4 };
 const GRAD = { atol: 2e-3, rtol: 3e-3 };
 
-for (const shape of [[5, 7], [3, 129], [2, 3, 1030]]) {
+// [2, 64] and [3, 1024]: row lengths that are multiples of 4 take the vec4 paths of the row kernels.
+for (const shape of [[5, 7], [3, 129], [2, 3, 1030], [2, 64], [3, 1024]]) {
   const n = shape.reduce((a, b) => a * b, 1);
   const d = shape[shape.length - 1];
   const tag = shape.join("x");

@@ -19,6 +19,9 @@ const cases: [number[], number[] | undefined, boolean][] = [
   [[2, 3, 5, 7], [1, 3], false],
   [[6, 11], undefined, false],
   [[4099, 3], [0], true],
+  // Multiples of 4 along the reduced / kept axis: the vec4 row and column kernels.
+  [[4, 1024], [1], false],
+  [[1024, 8], [0], false],
 ];
 
 for (const [shape, axes, keepdim] of cases) {
