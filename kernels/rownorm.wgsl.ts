@@ -22,6 +22,20 @@ export interface RowConfig {
   eps: number;
   /** layer_norm / rms_norm: elementwise weight (and bias for layer_norm) present. */
   affine: boolean;
+  /**
+   * Rows per workgroup (default 1). With an affine op, weight and bias are loaded once and kept in registers
+   * for all of them, so each element costs one load and one store like a copy (see rowsPerGroup()).
+   */
+  rowsPerGroup?: number;
+}
+
+/**
+ * Rows per workgroup for a dispatch: 4 for affine ops over enough rows (weight/bias loads shared), else 1. The
+ * rows are unrolled, not looped: inside a loop lavapipe treats the body as control flow and loses the uniform
+ * loads of reduceFn.
+ */
+export function rowsPerGroup(op: RowOp, rows: number, affine: boolean): number {
+  return affine && op !== "softmax" && op !== "softmax_bwd" && rows >= 64 ? 4 : 1;
 }
 
 export function rowWorkgroup(d: number): number {
@@ -101,22 +115,44 @@ export function rowKernel(c: RowConfig): Kernel {
   };
   const { reductions, body } = rowBody(c, e);
   const region = W > 64 ? W + W / 8 : W;
-  // Only dispatches of more than 65535 rows (a 2-D grid) overshoot; elsewhere the check is left out, because
-  // after it lavapipe sees the rest of the kernel as control flow and loses the uniform loads of reduceFn.
-  const check = c.rows > 65535 ? `if (row >= ${c.rows}u) { return; }` : "";
+  const R = c.rowsPerGroup ?? 1;
+  let main: string;
+  if (R === 1) {
+    // Only dispatches of more than 65535 rows (a 2-D grid) overshoot; elsewhere the check is left out, because
+    // after it lavapipe sees the rest of the kernel as control flow and loses the uniform loads of reduceFn.
+    const check = c.rows > 65535 ? `if (row >= ${c.rows}u) { return; }` : "";
+    main = `let row = wid.x + wid.y * nwg.x;
+  ${check}
+  let base = row * ${units}u;
+  ${body}`;
+  } else {
+    // Rows past the end repeat the last row (identical values to the same addresses) instead of returning.
+    // The barrier between rows keeps a fast invocation's next partials out of `red` until every invocation
+    // has folded the previous ones.
+    const params = ["w", ...(c.op === "layer_norm" ? ["b"] : [])];
+    const pre = params.map((nm) => each((j, idx) => `${nm}r[${j}] = ${nm}[${idx}];`)).join("\n  ");
+    const rows = Array.from({ length: R }, (_, r) =>
+      `${r ? "workgroupBarrier();\n  " : ""}{
+  let row = min(g0 + ${r}u, ${c.rows - 1}u);
+  let base = row * ${units}u;
+  ${body}
+  }`);
+    main = `let g0 = (wid.x + wid.y * nwg.x) * ${R}u;
+  var wr: array<${t}, ${V}>;
+  var br: array<${t}, ${V}>;
+  ${pre}
+  ${rows.join("\n  ")}`;
+  }
   const code = `${decls}
 var<workgroup> red: array<vec4<f32>, ${region * reductions.length}>;
 ${reductions.map((op, slot) => reduceFn(op, slot, W)).join("\n")}
 @compute @workgroup_size(${W})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let row = wid.x + wid.y * nwg.x;
-  ${check}
-  let base = row * ${units}u;
   var xr: array<${t}, ${V}>;
   var gr: array<${t}, ${V}>;
-  ${body}
+  ${main}
 }`;
-  const tag = `${vec ? "_v4" : ""}${c.affine ? "_affine" : ""}`;
+  const tag = `${vec ? "_v4" : ""}${c.affine ? "_affine" : ""}${R > 1 ? `_r${R}` : ""}`;
   return { name: `${c.op}_${c.rows}x${c.d}_w${W}${tag}`, code };
 }
 
@@ -154,7 +190,10 @@ function reduceFn(op: Reduction, slot: number, W: number): string {
 /** The op's reductions (in slot order) and its body: loads, local statistics, reductions, outputs. */
 function rowBody(c: RowConfig, e: Emit): { reductions: Reduction[]; body: string } {
   const inv = f32(1 / c.d), eps = f32(c.eps);
-  const wv = (idx: string) => (c.affine ? `w[${idx}]` : "1.0");
+  // With several rows per workgroup the weight and bias sit in registers (wr, br) loaded before the rows.
+  const shared = (c.rowsPerGroup ?? 1) > 1;
+  const wv = (j: number, idx: string) => (!c.affine ? "1.0" : shared ? `wr[${j}]` : `w[${idx}]`);
+  const bv = (j: number, idx: string) => (shared ? `br[${j}]` : `b[${idx}]`);
   const v4 = (x: string, y = "0.0") => `vec4<f32>(${x}, ${y}, 0.0, 0.0)`;
   switch (c.op) {
     case "softmax":
@@ -193,7 +232,9 @@ function rowBody(c: RowConfig, e: Emit): { reductions: Reduction[]; body: string
   let rstd = inverseSqrt(reduce_sum_1(${v4("ss")}, lid).x * ${inv} + ${eps});
   ${
           e.each((j, idx) =>
-            `y[base + ${idx}] = xr[${j}] * ${e.splat("rstd")} * ${wv(idx)}${c.affine ? ` + b[${idx}]` : ""};`
+            `y[base + ${idx}] = xr[${j}] * ${e.splat("rstd")} * ${wv(j, idx)}${
+              c.affine ? ` + ${bv(j, idx)}` : ""
+            };`
           )
         }
   if (lid == 0u) { mu[row] = mean; rs[row] = rstd; }`,
@@ -205,7 +246,7 @@ function rowBody(c: RowConfig, e: Emit): { reductions: Reduction[]; body: string
   var ss = 0.0;
   ${e.each((j) => `ss += ${e.hsum(`xr[${j}] * xr[${j}]`)};`)}
   let rstd = inverseSqrt(reduce_sum_0(${v4("ss")}, lid).x * ${inv} + ${eps});
-  ${e.each((j, idx) => `y[base + ${idx}] = xr[${j}] * ${e.splat("rstd")} * ${wv(idx)};`)}
+  ${e.each((j, idx) => `y[base + ${idx}] = xr[${j}] * ${e.splat("rstd")} * ${wv(j, idx)};`)}
   if (lid == 0u) { rs[row] = rstd; }`,
       };
     case "layer_norm_bwd":
@@ -223,7 +264,7 @@ function rowBody(c: RowConfig, e: Emit): { reductions: Reduction[]; body: string
   ${
           e.each((j, idx) =>
             `xr[${j}] = (xr[${j}] - ${e.splat("mean")}) * ${e.splat("rstd")}; gr[${j}] = gr[${j}] * ${
-              wv(idx)
+              wv(j, idx)
             }; sg += ${e.hsum(`gr[${j}]`)}; sgx += ${e.hsum(`gr[${j}] * xr[${j}]`)};`
           )
         }

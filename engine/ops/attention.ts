@@ -97,10 +97,13 @@ const TILES: {
 
 const GPU_TILE: AttnTile = { bq: 64, rm: 4, bk: 32, rn: 4, dc: 16, vc: 16 };
 
-/** The implementation `attention` uses on this adapter when the caller does not choose one. */
+/**
+ * The implementation `attention` uses on this adapter when the caller does not choose one: the table's, else
+ * dense on any CPU adapter (the same per-lane cost model as lavapipe's) and flash on GPUs.
+ */
 export function attentionImpl(): AttentionImpl {
   const g = gpu();
-  return TILES.find((t) => t.match.test(g.adapterName))?.impl ?? "flash";
+  return TILES.find((t) => t.match.test(g.adapterName))?.impl ?? (g.isCpu ? "dense" : "flash");
 }
 
 export function attentionTile(d: number, kind: "fwd" | "bwd" = "fwd"): AttnTile {

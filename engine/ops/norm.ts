@@ -3,7 +3,7 @@
  * (kernels/rownorm.wgsl.ts) and float64 references. layer_norm uses the biased variance like
  * torch.nn.functional.layer_norm; weight/bias gradients are column sums of g·x̂ and g.
  */
-import { type RowConfig, rowKernel, type RowOp } from "../../kernels/rownorm.wgsl.ts";
+import { type RowConfig, rowKernel, type RowOp, rowsPerGroup } from "../../kernels/rownorm.wgsl.ts";
 import { record } from "../autograd.ts";
 import { dispatch, grid1d } from "../runtime.ts";
 import { type Shape, Tensor } from "../tensor.ts";
@@ -12,8 +12,9 @@ import { sum } from "./reduce.ts";
 
 function runRow(op: RowOp, x: Tensor, eps: number, affine: boolean, bufs: Tensor[]): void {
   const d = x.shape[x.ndim - 1];
-  const cfg: RowConfig = { op, rows: x.size / d, d, eps, affine };
-  dispatch(rowKernel(cfg), bufs.map((t) => t.buffer), grid1d(cfg.rows, 1));
+  const rows = x.size / d, per = rowsPerGroup(op, rows, affine);
+  const cfg: RowConfig = { op, rows, d, eps, affine, rowsPerGroup: per };
+  dispatch(rowKernel(cfg), bufs.map((t) => t.buffer), grid1d(Math.ceil(rows / per), 1));
 }
 
 /** softmax over the last axis (dim=-1). */

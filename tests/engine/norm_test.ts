@@ -10,8 +10,9 @@ import { checkOp, gpuReady, randArray } from "../helpers.ts";
 const FWD = { atol: 2e-5, rtol: 1e-4 };
 const GRAD = { atol: 2e-3, rtol: 3e-3 };
 
-// [2, 64] and [3, 1024]: row lengths that are multiples of 4 take the vec4 paths of the row kernels.
-for (const shape of [[5, 7], [3, 129], [2, 3, 1030], [2, 64], [3, 1024]]) {
+// [2, 64] and [3, 1024]: row lengths that are multiples of 4 take the vec4 paths of the row kernels; [67, 40]
+// and [66, 9] (≥ 64 rows, not a multiple of 4) the 4-rows-per-workgroup affine kernels with a partial last group.
+for (const shape of [[5, 7], [3, 129], [2, 3, 1030], [2, 64], [3, 1024], [67, 40], [66, 9]]) {
   const n = shape.reduce((a, b) => a * b, 1);
   const d = shape[shape.length - 1];
   const tag = shape.join("x");
