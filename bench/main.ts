@@ -197,4 +197,12 @@ async function main(): Promise<void> {
   }
 }
 
-if (import.meta.main) await main();
+if (import.meta.main) {
+  try {
+    await main();
+  } catch (e) {
+    console.error(`bench: ${(e instanceof Error ? e.message : String(e)).split("\n")[0]}`);
+    if (Deno.env.get("LOLA_DEBUG")) console.error(e);
+    Deno.exit(1);
+  }
+}
