@@ -39,6 +39,7 @@ function parseTile(spec: string): MatmulTile {
 export const CANDIDATES: MatmulTile[] = [
   register(8, 8, 4, 8, 8),
   register(16, 16, 4, 8, 8),
+  register(16, 4, 4, 8, 8),
   register(32, 16, 4, 8, 4),
   register(32, 32, 4, 8, 4),
   register(64, 32, 4, 8, 2),
