@@ -4,7 +4,8 @@
  * training demo. The CLI parses and validates; models/train_ae.ts and models/mlp_demo.ts compute.
  */
 import { parseArgs } from "node:util";
-import { initDevice } from "../engine/index.ts";
+import { initDevice, profileReport } from "../engine/index.ts";
+import { profilingEnabled } from "../engine/profile.ts";
 import { ensureDefaultDataset } from "../data/default_dataset.ts";
 import { runMlpDemo } from "../models/mlp_demo.ts";
 import { type TrainAeConfig, trainAutoencoder } from "../models/train_ae.ts";
@@ -145,6 +146,7 @@ async function trainAe(args: string[]): Promise<number> {
     if (res.stopped) {
       console.log(`continue with: deno task train ae --out ${cfg.out} --resume (same options)`);
     }
+    if (profilingEnabled()) console.log(`\nGPU time per kernel (LOLA_PROFILE=1):\n${await profileReport()}`);
     return res.stopped ? 130 : 0;
   } finally {
     Deno.removeSignalListener("SIGINT", onSigint);
