@@ -37,7 +37,7 @@ import { record } from "../autograd.ts";
 import { gpu } from "../device.ts";
 import { dispatch, grid1d, releaseBuffer, uniformBuffer } from "../runtime.ts";
 import { shapeStr, Tensor } from "../tensor.ts";
-import { denseBackward, denseForward } from "./attention_dense.ts";
+import { denseBackward, denseFits, denseForward } from "./attention_dense.ts";
 import { reference as matmulRef } from "./matmul.ts";
 import { gather } from "./shape.ts";
 import { reference as normRef } from "./norm.ts";
@@ -99,11 +99,13 @@ const GPU_TILE: AttnTile = { bq: 64, rm: 4, bk: 32, rn: 4, dc: 16, vc: 16 };
 
 /**
  * The implementation `attention` uses on this adapter when the caller does not choose one: the table's, else
- * dense on any CPU adapter (the same per-lane cost model as lavapipe's) and flash on GPUs.
+ * dense on any CPU adapter (the same per-lane cost model as lavapipe's) and flash on GPUs; flash wherever one
+ * head's N×N scores (given `tokens`) would not fit a dense chunk.
  */
-export function attentionImpl(): AttentionImpl {
+export function attentionImpl(tokens?: number): AttentionImpl {
   const g = gpu();
-  return TILES.find((t) => t.match.test(g.adapterName))?.impl ?? (g.isCpu ? "dense" : "flash");
+  const impl = TILES.find((t) => t.match.test(g.adapterName))?.impl ?? (g.isCpu ? "dense" : "flash");
+  return impl === "dense" && tokens !== undefined && !denseFits(tokens) ? "flash" : impl;
 }
 
 export function attentionTile(d: number, kind: "fwd" | "bwd" = "fwd"): AttnTile {
@@ -251,7 +253,7 @@ export function attention(qkv: Tensor, theta: Tensor, coords: Tensor, opts: Atte
   const eps = opts.eps ?? 1e-5;
   const { batch: B, tokens: N, dims } = g;
   const H = dims.heads, d = dims.headDim;
-  const impl = opts.impl ?? attentionImpl();
+  const impl = opts.impl ?? attentionImpl(N);
   const { qt, kt, rs } = prep(qkv, theta, coords, g, eps);
   rs.dispose();
   const lse = Tensor.empty([B * H, N]);

@@ -33,10 +33,20 @@ export function setDenseBudget(bytes: number | null): void {
   budget = bytes ?? DENSE_BUDGET;
 }
 
+/** Bytes a chunk's score buffer may take on this adapter. */
+function chunkCap(): number {
+  return Math.min(gpu().limits.maxStorageBufferBindingSize, budget);
+}
+
+/** Whether one head's N×N scores fit a chunk (else only the flash kernels can run N tokens). */
+export function denseFits(n: number): boolean {
+  return n * n * 4 <= chunkCap();
+}
+
 /** Slices per chunk: G·N²·4 B within the binding limit and DENSE_BUDGET. */
 export function denseChunk(slices: number, n: number): number {
   const per = n * n * 4;
-  const cap = Math.min(gpu().limits.maxStorageBufferBindingSize, budget);
+  const cap = chunkCap();
   if (per > cap) {
     throw new Error(
       `attention (dense): one head's ${n}×${n} scores take ${per} B, over ${cap} B: use impl "flash"`,

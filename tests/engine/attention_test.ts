@@ -247,7 +247,7 @@ Deno.test("attention: the GPU tile shape (64×32 tiles, 4×4 per invocation) is 
   );
 });
 
-Deno.test("attention: dense path split into chunks of heads (budget of 3 score matrices, 8 slices)", async () => {
+Deno.test("attention: dense path in chunks of heads (3 of 8 per chunk); over its budget it errors and the default is flash", async () => {
   await gpuReady();
   const tokens = 80;
   setDenseBudget(3 * tokens * tokens * 4);
@@ -258,6 +258,23 @@ Deno.test("attention: dense path split into chunks of heads (budget of 3 score m
       grid: [5, 4, 4],
       impls: ["dense"],
     });
+    // A budget below one head's scores: dense refuses with a one-line error, the default falls back to flash.
+    setDenseBudget(tokens * tokens * 4 - 4);
+    if (attentionImpl(tokens) !== "flash") throw new Error("default attention does not fall back to flash");
+    const qkv = Tensor.fromData(randArray(tokens * 3 * 64, 3), [1, tokens, 3 * 64], { persistent: true });
+    const th = Tensor.fromData(thetaOf(3, 32, 4), [3, 32], { persistent: true });
+    const co = Tensor.fromData(coordsOf(tokens, 3, [5, 4, 4]), [tokens, 3], { persistent: true });
+    try {
+      let msg = "";
+      try {
+        scope(() => attention(qkv, th, co, { heads: 2, impl: "dense" }));
+      } catch (e) {
+        msg = (e as Error).message;
+      }
+      if (!/use impl "flash"/.test(msg)) throw new Error(`dense over its budget: wrong error '${msg}'`);
+    } finally {
+      for (const t of [qkv, th, co]) t.dispose();
+    }
   } finally {
     setDenseBudget(null);
   }
