@@ -10,14 +10,28 @@
  * backward recomputes P twice, so it executes 14/10 of the counted work, the dense one 12/10); every row uses
  * the same counts.
  * A block counts its matmuls (qkv, y, FFN: 24·B·N·D² forward) plus its attention; backward = 2× forward.
+ * The model step (a neural-solver training step: forward, MSE, backward, Adam) counts its blocks only.
  */
-import { backward, Generator, matmul, mul, softmax, Tensor } from "../../engine/index.ts";
+import {
+  Adam,
+  backward,
+  Generator,
+  matmul,
+  mean,
+  mul,
+  softmax,
+  square,
+  sub,
+  Tensor,
+  zeroGrad,
+} from "../../engine/index.ts";
 import { attention, attentionFlops, type AttentionImpl } from "../../engine/ops/attention.ts";
 import {
   blockForward,
   type BlockParams,
   initParam,
   tokenCoords,
+  Transformer,
   transformerParams,
   transformerPreset,
 } from "../../models/transformer.ts";
@@ -151,6 +165,42 @@ function blockBench(preset: "default" | "large", B: number, grid: number[]): Ben
   };
 }
 
+/**
+ * One training step of the whole `default` solver (forward, MSE, backward, Adam) on a latent window of the
+ * built-in dataset's shape: 16 channels × 5 frames × 8×8 (the default AE's latents), 320 tokens.
+ */
+function modelStepBench(B: number, C: number, grid: [number, number, number]): Bench {
+  const cfg = transformerPreset("default", { channels: C, spatial: 2, labelDim: 0, kind: "solver" });
+  const D = cfg.width, N = grid[0] * grid[1] * grid[2];
+  const att = attentionFlops(B, N, cfg.heads, D / cfg.heads).fwd;
+  const block = 2 * B * N * D * D * (3 + 1 + 2 * cfg.ffnFactor) + att;
+  return {
+    kernel: "transformer_step",
+    shape: `default B${B} C${C} ${grid.join("x")}`,
+    flops: 3 * cfg.blocks * block,
+    bytes: 0,
+    setup: () => {
+      const model = new Transformer(cfg, 3);
+      const x = input([B, C, ...grid], 21), y = input([B, C, ...grid], 22);
+      const mask = constant(new Float32Array(B * grid[0]).fill(1), [B, 1, grid[0], 1, 1]);
+      const opt = new Adam(model.parameters(), { lr: 1e-4 });
+      const c = caseOf([x, y, mask], () => {
+        backward(mean(square(sub(model.forward(x, mask, {}, { training: true }), y))));
+        opt.step();
+        zeroGrad(model.parameters());
+      });
+      return {
+        run: c.run,
+        dispose: () => {
+          c.dispose();
+          for (const t of [...opt.m, ...opt.v, opt.counters]) t.dispose();
+          model.dispose();
+        },
+      };
+    },
+  };
+}
+
 const PAPER: [string, number, number, number, number][] = [
   ["RB", 1, 320, 8, 128],
   ["Euler", 1, 1280, 8, 128],
@@ -165,4 +215,5 @@ export const benches: Bench[] = [
   ),
   blockBench("default", 8, [5, 8, 8]),
   blockBench("large", 1, [5, 16, 16]),
+  modelStepBench(8, 16, [5, 8, 8]),
 ];
