@@ -4,8 +4,12 @@
  *
  * Invariants:
  * - Nothing waits except `readBuffer`. Ops only encode.
- * - A buffer released while the open encoder may still reference it becomes reusable only after that encoder is
- *   submitted, so `queue.writeBuffer` into a freshly acquired buffer can never race an unsubmitted dispatch.
+ * - A storage buffer released while the open encoder may still reference it is reused inside that encoder only
+ *   for GPU-written results (WebGPU orders every dispatch and copy after the earlier ones that touch the same
+ *   buffer), so a training step's footprint is its live peak, not the sum of its temporaries. A host write
+ *   (`queue.writeBuffer`) is ordered before all unsubmitted work, so it only ever lands in a buffer no pending
+ *   command touches: host-written acquisitions take committed free buffers only, and `writeBuffer` into a
+ *   buffer recycled within the open encoder submits that encoder first.
  * - Pipelines are cached by WGSL source; each kernel carries a readable name for profiles and errors.
  */
 import { checkGpuErrors, gpu } from "./device.ts";
@@ -42,14 +46,24 @@ export interface MemoryStats {
 
 class BufferPool {
   private free = new Map<string, GPUBuffer[]>();
-  private deferred: [string, GPUBuffer][] = [];
+  /** Released while the open encoder may still use them: reusable in it for GPU writes only. */
+  private deferred = new Map<string, GPUBuffer[]>();
+  /** Taken from `deferred` since the last submit: a host write into one must wait for that submit. */
+  private recycled = new Set<GPUBuffer>();
   stats: MemoryStats = { bytesInUse: 0, bytesPooled: 0, peakBytesInUse: 0, buffersCreated: 0 };
 
-  acquire(bytes: number, usage = STORAGE): GPUBuffer {
+  /**
+   * A buffer of at least `bytes`. `hostWrite`: the caller fills it with queue.writeBuffer before any dispatch
+   * writes it, so it must not be one that unsubmitted work still uses.
+   */
+  acquire(bytes: number, usage = STORAGE, hostWrite = usage !== STORAGE): GPUBuffer {
     const size = bucketSize(bytes);
     const key = `${usage}:${size}`;
-    const list = this.free.get(key);
-    let buf = list?.pop();
+    let buf = this.free.get(key)?.pop();
+    if (!buf && !hostWrite) {
+      buf = this.deferred.get(key)?.pop();
+      if (buf) this.recycled.add(buf);
+    }
     if (buf) {
       this.stats.bytesPooled -= size;
     } else {
@@ -65,28 +79,35 @@ class BufferPool {
     const key = `${buf.usage}:${buf.size}`;
     this.stats.bytesInUse -= buf.size;
     this.stats.bytesPooled += buf.size;
-    if (encoderOpen) this.deferred.push([key, buf]);
-    else this.put(key, buf);
+    put(encoderOpen ? this.deferred : this.free, key, buf);
   }
 
-  /** Called right after a submit: buffers released during that encoder become reusable. */
+  /** Whether unsubmitted work may still use `buf` from an earlier owner (see `writeBuffer`). */
+  isRecycled(buf: GPUBuffer): boolean {
+    return this.recycled.has(buf);
+  }
+
+  /** Called right after a submit: buffers released during that encoder become reusable by anyone. */
   recycleDeferred(): void {
-    for (const [k, b] of this.deferred) this.put(k, b);
-    this.deferred = [];
-  }
-
-  private put(key: string, buf: GPUBuffer) {
-    let list = this.free.get(key);
-    if (!list) this.free.set(key, list = []);
-    list.push(buf);
+    for (const [k, list] of this.deferred) for (const b of list) put(this.free, k, b);
+    this.deferred.clear();
+    this.recycled.clear();
   }
 
   /** Destroy every pooled buffer (bytes in use are untouched). */
   trim(): void {
     for (const list of this.free.values()) for (const b of list) b.destroy();
     this.free.clear();
-    this.stats.bytesPooled = this.deferred.reduce((s, [, b]) => s + b.size, 0);
+    let deferred = 0;
+    for (const list of this.deferred.values()) for (const b of list) deferred += b.size;
+    this.stats.bytesPooled = deferred;
   }
+}
+
+function put(lists: Map<string, GPUBuffer[]>, key: string, buf: GPUBuffer) {
+  let list = lists.get(key);
+  if (!list) lists.set(key, list = []);
+  list.push(buf);
 }
 
 export const pool = new BufferPool();
@@ -199,8 +220,13 @@ export function uniformBuffer(words: ArrayBufferView): GPUBuffer {
   return buf;
 }
 
-/** Upload host data into a buffer. Safe for pooled buffers (see the invariant above). */
+/**
+ * Upload host data into a buffer. Safe for pooled buffers (see the invariants above): a buffer recycled inside
+ * the open encoder gets that encoder submitted first, so the write cannot land before its earlier owner's
+ * pending commands.
+ */
 export function writeBuffer(buf: GPUBuffer, data: ArrayBufferView, offset = 0): void {
+  if (pool.isRecycled(buf)) flush();
   gpu().device.queue.writeBuffer(buf, offset, data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
 }
 

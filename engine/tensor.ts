@@ -10,7 +10,7 @@
  * - Views (`reshape`, `detach`) share storage; the buffer goes back to the pool when the last view is disposed.
  * - Persistent tensors (parameters, gradients, optimizer state) are never tracked by scopes.
  */
-import { flush, pool, readBuffer, releaseBuffer, writeBuffer } from "./runtime.ts";
+import { flush, pool, readBuffer, releaseBuffer, STORAGE, writeBuffer } from "./runtime.ts";
 
 export type Shape = readonly number[];
 
@@ -61,9 +61,12 @@ export class Tensor {
     if (!persistent && scopes.length) scopes[scopes.length - 1].add(this);
   }
 
-  /** Uninitialised tensor from the pool. */
-  static empty(shape: Shape, opts: { persistent?: boolean } = {}): Tensor {
-    const buf = pool.acquire(numel(shape) * 4);
+  /**
+   * Uninitialised tensor from the pool, for a kernel to fill (`hostWrite`: for `writeBuffer` instead, which
+   * must not get a buffer that unsubmitted work still uses; see engine/runtime.ts).
+   */
+  static empty(shape: Shape, opts: { persistent?: boolean; hostWrite?: boolean } = {}): Tensor {
+    const buf = pool.acquire(numel(shape) * 4, STORAGE, opts.hostWrite ?? false);
     return new Tensor(shape, new Storage(buf), opts.persistent ?? false);
   }
 
@@ -75,7 +78,7 @@ export class Tensor {
     if (data.length !== numel(shape)) {
       throw new Error(`fromData: ${data.length} values do not fill shape ${shapeStr(shape)}`);
     }
-    const t = Tensor.empty(shape, opts);
+    const t = Tensor.empty(shape, { persistent: opts.persistent, hostWrite: true });
     const f = data instanceof Float32Array ? data : Float32Array.from(data);
     writeBuffer(t.buffer, f);
     t.requiresGrad = opts.requiresGrad ?? false;
