@@ -17,7 +17,8 @@ interface Slot {
 let enabled: boolean | null = null;
 let slot: Slot | null = null;
 const pending: Promise<void>[] = [];
-const totals = new Map<string, { calls: number; ns: number }>();
+/** Per kernel name: calls and GPU time after the first call, and the first call's time on its own. */
+const totals = new Map<string, { calls: number; ns: number; firstNs: number }>();
 
 export function profilingEnabled(): boolean {
   if (enabled === null) {
@@ -62,10 +63,13 @@ export function resolveQueries(encoder: GPUCommandEncoder): (() => void) | null 
       read.mapAsync(GPUMapMode.READ).then(() => {
         const t = new BigInt64Array(read.getMappedRange());
         for (let i = 0; i < n; i++) {
-          const e = totals.get(s.names[i]) ?? { calls: 0, ns: 0 };
-          e.calls++;
-          e.ns += Math.max(0, Number(t[2 * i + 1] - t[2 * i]));
-          totals.set(s.names[i], e);
+          const dt = Math.max(0, Number(t[2 * i + 1] - t[2 * i]));
+          const e = totals.get(s.names[i]);
+          if (!e) totals.set(s.names[i], { calls: 0, ns: 0, firstNs: dt });
+          else {
+            e.calls++;
+            e.ns += dt;
+          }
         }
         read.destroy();
         s.querySet.destroy();
@@ -75,19 +79,26 @@ export function resolveQueries(encoder: GPUCommandEncoder): (() => void) | null 
   };
 }
 
-/** Wait for outstanding timings; return a text table of kernels by total GPU time. */
+/**
+ * Wait for outstanding timings; return a text table of kernels by total GPU time. Each kernel's first call is
+ * kept apart (`1st ms`): on a CPU adapter it includes the shader's compile, which would otherwise swamp short
+ * runs; calls, total, mean and % are over the calls after it (a kernel run once shows only its first call).
+ */
 export async function profileReport(top = 30): Promise<string> {
   await Promise.all(pending.splice(0));
-  const rows = [...totals.entries()].sort((a, b) => b[1].ns - a[1].ns);
+  const rows = [...totals.entries()].sort((a, b) => b[1].ns - a[1].ns || b[1].firstNs - a[1].firstNs);
   const all = rows.reduce((s, [, e]) => s + e.ns, 0);
-  const lines = ["kernel                                                   calls   total ms   mean µs     %"];
+  const lines = [
+    "kernel (calls after the first)                           calls   total ms   mean µs     %   1st ms",
+  ];
   for (const [name, e] of rows.slice(0, top)) {
+    const mean = e.calls ? (e.ns / e.calls / 1e3).toFixed(1) : "-";
     lines.push(
       `${name.slice(0, 56).padEnd(56)} ${String(e.calls).padStart(6)} ${
         (e.ns / 1e6).toFixed(2).padStart(10)
       } ` +
-        `${(e.ns / e.calls / 1e3).toFixed(1).padStart(9)} ${
-          ((100 * e.ns) / Math.max(all, 1)).toFixed(1).padStart(5)
+        `${mean.padStart(9)} ${((100 * e.ns) / Math.max(all, 1)).toFixed(1).padStart(5)} ${
+          (e.firstNs / 1e6).toFixed(1).padStart(8)
         }`,
     );
   }
