@@ -98,11 +98,19 @@ const TILES: {
 const GPU_TILE: AttnTile = { bq: 64, rm: 4, bk: 32, rn: 4, dc: 16, vc: 16 };
 
 /**
- * The implementation `attention` uses on this adapter when the caller does not choose one: the table's, else
- * dense on any CPU adapter (the same per-lane cost model as lavapipe's) and flash on GPUs; flash wherever one
- * head's N×N scores (given `tokens`) would not fit a dense chunk.
+ * The implementation `attention` uses on this adapter when the caller does not choose one: LOLA_ATTENTION
+ * (`flash` or `dense`) if set, else the table's, else dense on any CPU adapter (the same per-lane cost model as
+ * lavapipe's) and flash on GPUs; flash wherever one head's N×N scores (given `tokens`) would not fit a dense
+ * chunk, unless LOLA_ATTENTION asks for dense (which then errors, saying so).
  */
 export function attentionImpl(tokens?: number): AttentionImpl {
+  const env = Deno.env.get("LOLA_ATTENTION");
+  if (env) {
+    if (env !== "flash" && env !== "dense") {
+      throw new Error(`LOLA_ATTENTION must be flash or dense, got '${env}'`);
+    }
+    return env;
+  }
   const g = gpu();
   const impl = TILES.find((t) => t.match.test(g.adapterName))?.impl ?? (g.isCpu ? "dense" : "flash");
   return impl === "dense" && tokens !== undefined && !denseFits(tokens) ? "flash" : impl;

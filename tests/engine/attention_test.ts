@@ -247,9 +247,11 @@ Deno.test("attention: the GPU tile shape (64×32 tiles, 4×4 per invocation) is 
   );
 });
 
-Deno.test("attention: dense path in chunks of heads (3 of 8 per chunk); over its budget it errors and the default is flash", async () => {
+Deno.test("attention: dense in chunks of heads (3 of 8 per chunk); over budget: error, default flash; LOLA_ATTENTION", async () => {
   await gpuReady();
   const tokens = 80;
+  const saved = Deno.env.get("LOLA_ATTENTION"); // the defaults below are the adapter's, not an override's
+  Deno.env.delete("LOLA_ATTENTION");
   setDenseBudget(3 * tokens * tokens * 4);
   try {
     // Chunks of 3, 3 and 2 (batch 2 × 4 heads), heads × head dim as in the 80-token case.
@@ -279,6 +281,24 @@ Deno.test("attention: dense path in chunks of heads (3 of 8 per chunk); over its
     setDenseBudget(null);
   }
   console.log(`this adapter's default attention: ${attentionImpl()}`);
+  // LOLA_ATTENTION overrides the adapter's choice; anything else is an error naming the variable.
+  try {
+    for (const v of ["flash", "dense"] as const) {
+      Deno.env.set("LOLA_ATTENTION", v);
+      if (attentionImpl(tokens) !== v) throw new Error(`LOLA_ATTENTION=${v} ignored`);
+    }
+    Deno.env.set("LOLA_ATTENTION", "fast");
+    let msg = "";
+    try {
+      attentionImpl();
+    } catch (e) {
+      msg = (e as Error).message;
+    }
+    if (!msg.includes("LOLA_ATTENTION")) throw new Error(`LOLA_ATTENTION=fast: wrong error '${msg}'`);
+  } finally {
+    if (saved === undefined) Deno.env.delete("LOLA_ATTENTION");
+    else Deno.env.set("LOLA_ATTENTION", saved);
+  }
 });
 
 const GPU_LIKE: AttnTile = { bq: 64, rm: 4, bk: 32, rn: 4, dc: 16, vc: 16 };
