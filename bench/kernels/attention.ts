@@ -7,8 +7,8 @@
  * backward at the `default` and `large` sizes.
  *
  * FLOPs: attention forward 4·B·H·N²·d (Q·Kᵀ and P·V), backward 2.5× that (the usual convention; the flash
- * backward recomputes P twice, so it executes 14/10 of the counted work, the dense one 12/10); every row uses
- * the same counts.
+ * backward recomputes P twice, so it executes 14/10 of the counted work, the dense one exactly it); every row
+ * uses the same counts.
  * A block counts its matmuls (qkv, y, FFN: 24·B·N·D² forward) plus its attention; backward = 2× forward.
  * The model step (a neural-solver training step: forward, MSE, backward, Adam) counts its blocks only.
  */

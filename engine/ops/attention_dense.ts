@@ -2,12 +2,13 @@
  * The dense path of the fused attention op (engine/ops/attention.ts): the same QK-norm + RoPE prep and
  * post kernels, but the score products go through the engine's matmul with the N×N scores materialised for a
  * chunk of (batch·head) slices at a time, sized so one score buffer stays under the storage-binding limit and
- * the budget (DENSE_BUDGET). Nothing N×N is saved for the backward (it recomputes S from Q̃, K̂ and the saved LSE), so
- * memory is O(N²) per chunk, not per layer.
+ * the budget (DENSE_BUDGET). Nothing N×N is saved for the backward (it recomputes S from Q̃, K̂ and the saved
+ * LSE), so memory is O(N²) per chunk, not per layer.
  *
  * Why it exists: on a CPU adapter (lavapipe) every load is a per-lane loop, so the flash kernels' inner
- * products cannot be cheaper than the tuned matmul's, and forward + backward costs 7 score-sized products in
- * the flash kernels against 6 here (bench/kernels/attention.ts measures both). GPUs keep the flash kernels.
+ * products cannot be cheaper than the tuned matmul's, and their backward costs 7 score-sized products (S and dP
+ * in both the dQ and the dK/dV kernel) against 5 here (bench/kernels/attention.ts measures both). GPUs keep the
+ * flash kernels.
  *
  * Conventions are the flash kernels' (kernels/attention.wgsl.ts): Q̃ = q̂·log2(e)/√d, LSE in log2 units, the
  * fixed softmax shift, raw sums dQ' = dS·K̂, dK' = dSᵀ·Q̃, dV = Pᵀ·dO for the shared post kernel.
