@@ -46,7 +46,7 @@ export interface AttentionOptions {
   heads: number;
   /** RMS-norm epsilon of the QK norm (method §2.3: 1e-5). */
   eps?: number;
-  /** Override the adapter's tiles (tests, sweeps). */
+  /** Override the adapter's flash tiles (tests, sweeps); given without `impl`, they select flash. */
   tiles?: { fwd?: AttnTile; bwd?: AttnTile };
   /**
    * "flash": the fused kernels, no N×N buffer; "dense": the scores through the matmul a chunk of heads at a time
@@ -89,7 +89,7 @@ const TILES: {
     fwd: LAVAPIPE_FWD,
     bwd: LAVAPIPE_BWD,
     // Loads are per-lane loops here, so no flash tile beats the matmul's 32×32 register tile: dense measured
-    // 2.6× faster forward + backward at 1,280 tokens × 8 heads × 128 and 1.4× at the default preset.
+    // 2.2× faster forward + backward at 1,280 tokens × 8 heads × 128 and 1.4× at the default preset.
     impl: "dense",
     note: "sweep at 1,280 tokens × 8 heads × 128: 15 (fwd) / 10 (bwd) GFLOP/s per CPU-second of both cores",
   },
@@ -211,43 +211,34 @@ function prep(qkv: Tensor, theta: Tensor, coords: Tensor, g: Geometry, eps: numb
 /** V of every head as (B·H, N, d) from the packed qkv (B, N, 3, H, d). */
 function valueHeads(qkv: Tensor, g: Geometry): Tensor {
   const { batch: B, tokens: N, dims: { heads: H, headDim: d } } = g;
-  const x = qkv.view([B, N, 3, H, d]);
-  const v = gather(x, {
-    outShape: [B, H, N, 1, d],
-    perm: [0, 3, 1, 2, 4],
-    offset: [0, 0, 0, 2, 0],
-    mode: "constant",
-    fill: 0,
-  });
-  x.dispose();
-  const out = v.view([B * H, N, d]);
-  v.dispose();
-  return out;
+  return regather(qkv, [B, N, 3, H, d], [0, 3, 1, 2, 4], [0, 0, 0, 2, 0], [B, H, N, 1, d], [B * H, N, d]);
 }
 
 /** (B, N, H·d) → (B·H, N, d). */
 function splitHeads(y: Tensor, g: Geometry): Tensor {
   const { batch: B, tokens: N, dims: { heads: H, headDim: d } } = g;
-  return permuteView(y, [B, N, H, d], [0, 2, 1, 3], [B * H, N, d]);
+  return regather(y, [B, N, H, d], [0, 2, 1, 3], [0, 0, 0, 0], [B, H, N, d], [B * H, N, d]);
 }
 
 /** (B·H, N, d) → (B, N, H·d). */
 function mergeHeads(o: Tensor, g: Geometry): Tensor {
   const { batch: B, tokens: N, dims: { heads: H, headDim: d } } = g;
-  return permuteView(o, [B, H, N, d], [0, 2, 1, 3], [B, N, H * d]);
+  return regather(o, [B, H, N, d], [0, 2, 1, 3], [0, 0, 0, 0], [B, N, H, d], [B, N, H * d]);
 }
 
-function permuteView(x: Tensor, inShape: number[], perm: number[], outShape: number[]): Tensor {
+/** x seen as `inShape`, gathered (kernels/gather.wgsl.ts: perm, offset) to `outShape`, returned as `as`. */
+function regather(
+  x: Tensor,
+  inShape: number[],
+  perm: number[],
+  offset: number[],
+  outShape: number[],
+  as: number[],
+): Tensor {
   const xv = x.view(inShape);
-  const p = gather(xv, {
-    outShape: perm.map((a) => inShape[a]),
-    perm,
-    offset: perm.map(() => 0),
-    mode: "constant",
-    fill: 0,
-  });
+  const p = gather(xv, { outShape, perm, offset, mode: "constant", fill: 0 });
   xv.dispose();
-  const out = p.view(outShape);
+  const out = p.view(as);
   p.dispose();
   return out;
 }
@@ -261,7 +252,7 @@ export function attention(qkv: Tensor, theta: Tensor, coords: Tensor, opts: Atte
   const eps = opts.eps ?? 1e-5;
   const { batch: B, tokens: N, dims } = g;
   const H = dims.heads, d = dims.headDim;
-  const impl = opts.impl ?? attentionImpl(N);
+  const impl = opts.impl ?? (opts.tiles ? "flash" : attentionImpl(N));
   const { qt, kt, rs } = prep(qkv, theta, coords, g, eps);
   rs.dispose();
   const lse = Tensor.empty([B * H, N]);
