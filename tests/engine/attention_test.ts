@@ -247,6 +247,21 @@ Deno.test("attention: the GPU tile shape (64×32 tiles, 4×4 per invocation) is 
   );
 });
 
+Deno.test("attention: GPU tiles at head dims 128 and 32 (the large preset's and the default's), 16 and 32 KiB", async () => {
+  await gpuReady();
+  // What a GPU adapter runs for the large (d 128) and default (d 32) presets, fitted to the WebGPU default
+  // workgroup-memory limit and to a common larger one: shapes no lavapipe run otherwise compiles.
+  for (const [d, limit] of [[128, 16384], [128, 32768], [32, 16384]]) {
+    const tiles = { fwd: adapt(GPU_LIKE, d, "fwd", limit), bwd: adapt(GPU_LIKE, d, "bwd", limit) };
+    await checkAgainstReference(`GPU tile N=70 d=${d} ${limit / 1024} KiB`, {
+      s: { batch: 1, tokens: 70, heads: 1, headDim: d, axes: 3 },
+      grid: [2, 5, 7],
+      tiles,
+      impls: ["flash"],
+    });
+  }
+});
+
 Deno.test("attention: dense in chunks of heads (3 of 8 per chunk); over budget: error, default flash; LOLA_ATTENTION", async () => {
   await gpuReady();
   const tokens = 80;
