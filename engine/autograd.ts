@@ -4,7 +4,10 @@
  *
  * Invariants: leaf gradients are persistent tensors (they outlive the step's scope) and accumulate across
  * backward calls until `zeroGrad`; intermediate gradients are ordinary temporaries of the caller's scope.
- * A node's backward only composes ops, so it could later be run under a forward-mode (JVP) interpreter too.
+ * A node's backward returns exactly one gradient (or null) per recorded input, checked here and named by op.
+ * Backward closures encode GPU work: most compose other ops, but fused ops (attention, conv, the norms) dispatch
+ * their own backward kernels, so forward mode (JVP) will need a rule per op rather than
+ * re-running these closures under another interpreter.
  */
 import { type Shape, type TapeNode, Tensor } from "./tensor.ts";
 
@@ -105,6 +108,11 @@ export function backward(root: Tensor, gradient?: Tensor): void {
     }
     const node = t.node;
     const inGrads = node.backward(g);
+    if (inGrads.length !== node.inputs.length) {
+      throw new Error(
+        `backward of ${node.op} returned ${inGrads.length} gradients for ${node.inputs.length} inputs`,
+      );
+    }
     for (let j = 0; j < node.inputs.length; j++) {
       const x = node.inputs[j];
       const gx = inGrads[j];

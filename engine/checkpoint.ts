@@ -60,17 +60,27 @@ export async function loadSafetensors(
   } catch (e) {
     throw new CheckpointError(`cannot read checkpoint ${path}: ${(e as Error).message}`);
   }
-  if (bytes.length < 8) throw new CheckpointError(`${path} is not a safetensors file (too short)`);
+  const truncated = (what: string) =>
+    new CheckpointError(
+      `${path} is truncated (${bytes.length} bytes, ${what}): it was cut off while being written or copied; ` +
+        `use another checkpoint or retrain`,
+    );
+  if (bytes.length < 8) throw truncated("shorter than the 8-byte header size");
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const hlen = Number(dv.getBigUint64(0, true));
-  if (hlen > bytes.length - 8) {
-    throw new CheckpointError(`${path} is not a safetensors file (bad header size)`);
+  const hlen64 = dv.getBigUint64(0, true);
+  if (hlen64 > BigInt(100_000_000)) {
+    throw new CheckpointError(`${path} is not a safetensors file (header size ${hlen64} is implausible)`);
   }
+  const hlen = Number(hlen64);
+  if (hlen > bytes.length - 8) throw truncated(`the header alone declares ${hlen} bytes`);
   let header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
   try {
     header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + hlen)));
   } catch {
     throw new CheckpointError(`${path} is not a safetensors file (header is not JSON)`);
+  }
+  if (!header || typeof header !== "object" || Array.isArray(header)) {
+    throw new CheckpointError(`${path} is not a safetensors file (header is not a JSON object)`);
   }
   const base = 8 + hlen;
   const tensors = new Map<string, LoadedTensor>();
@@ -80,20 +90,37 @@ export async function loadSafetensors(
       metadata = info as unknown as Record<string, string>;
       continue;
     }
-    const [s, e] = info.data_offsets;
-    const raw = bytes.slice(base + s, base + e);
+    const width = DTYPE_BYTES[info?.dtype];
+    if (!width) throw new CheckpointError(`${path}: tensor ${name} has unsupported dtype ${info?.dtype}`);
+    const [s, e] = info.data_offsets ?? [];
+    const shapeOk = Array.isArray(info.shape) && info.shape.every((d) => Number.isInteger(d) && d >= 0);
+    if (!shapeOk || !Number.isInteger(s) || !Number.isInteger(e) || s < 0 || e < s) {
+      throw new CheckpointError(`${path} is not a valid safetensors file (bad entry for tensor ${name})`);
+    }
     const n = numel(info.shape);
+    if (e - s !== n * width) {
+      throw new CheckpointError(
+        `${path}: tensor ${name} of shape ${shapeStr(info.shape)} ${info.dtype} needs ${n * width} bytes, ` +
+          `its data_offsets span ${e - s}: the file is damaged`,
+      );
+    }
+    if (base + e > bytes.length) {
+      throw truncated(`tensor ${name} ends at byte ${base + e}`);
+    }
+    const raw = bytes.slice(base + s, base + e);
     let data: Float32Array;
     if (info.dtype === "F32") data = new Float32Array(raw.buffer, 0, n);
-    else if (info.dtype === "F16" || info.dtype === "BF16") {
+    else {
       const u = new Uint16Array(raw.buffer, 0, n);
       data = new Float32Array(n);
       for (let i = 0; i < n; i++) data[i] = info.dtype === "BF16" ? bf16(u[i]) : f16(u[i]);
-    } else throw new CheckpointError(`${path}: tensor ${name} has unsupported dtype ${info.dtype}`);
+    }
     tensors.set(name, { shape: info.shape, data });
   }
   return { tensors, metadata };
 }
+
+const DTYPE_BYTES: Record<string, number> = { F32: 4, F16: 2, BF16: 2 };
 
 function bf16(u: number): number {
   return new Float32Array(new Uint32Array([u << 16]).buffer)[0];

@@ -6,6 +6,7 @@
  * error or device loss is remembered and rethrown by `checkGpuErrors()` (called by every readback), so a bad
  * kernel fails loudly instead of producing zeros.
  */
+import { type AdapterKind, classifyAdapter, isCpuKind } from "./adapter.ts";
 
 export class GpuError extends Error {
   override name = "GpuError";
@@ -16,9 +17,11 @@ export interface Gpu {
   adapterInfo: GPUAdapterInfo;
   limits: GPUSupportedLimits;
   features: ReadonlySet<string>;
-  /** True for a software adapter (lavapipe/llvmpipe/SwiftShader): used to pick kernel configs. */
+  /** The classification every per-adapter kernel table keys on (engine/adapter.ts). */
+  adapterKind: AdapterKind;
+  /** True for a software adapter (lavapipe/llvmpipe/SwiftShader, another fallback): `adapterKind !== "gpu"`. */
   isCpu: boolean;
-  /** Short adapter key for the per-adapter kernel config tables and benchmark rows. */
+  /** The adapter's description, for logs and benchmark rows (kernel tables key on `adapterKind`). */
   adapterName: string;
 }
 
@@ -44,12 +47,6 @@ const WANTED_LIMITS = [
   "maxBindGroups",
   "maxUniformBufferBindingSize",
 ] as const;
-
-function looksLikeCpu(info: GPUAdapterInfo): boolean {
-  const d = `${info.description} ${info.device} ${info.vendor} ${info.architecture}`.toLowerCase();
-  // deno-lint-ignore no-explicit-any
-  return (info as any).isFallbackAdapter === true || /llvmpipe|lavapipe|swiftshader|software/.test(d);
-}
 
 /** Initialise (once) and return the GPU. Throws GpuError with an actionable one-line message. */
 export function initDevice(): Promise<Gpu> {
@@ -78,7 +75,8 @@ async function create(): Promise<Gpu> {
     );
   }
   const info = adapter.info;
-  const isCpu = looksLikeCpu(info);
+  const adapterKind = classifyAdapter(info);
+  const isCpu = isCpuKind(adapterKind);
   const requireGpu = ["1", "true", "yes"].includes((Deno.env.get(REQUIRE_GPU_ENV) ?? "").toLowerCase());
   if (isCpu && requireGpu) {
     throw new GpuError(
@@ -108,14 +106,15 @@ async function create(): Promise<Gpu> {
     adapterInfo: info,
     limits: device.limits,
     features: new Set(features),
+    adapterKind,
     isCpu,
     adapterName,
   };
   if (!Deno.env.get("LOLA_QUIET")) {
     console.error(
-      `gpu: ${adapterName}${isCpu ? " (CPU adapter)" : ""} · vendor ${info.vendor} · features [${
-        features.join(", ")
-      }]`,
+      `gpu: ${adapterName}${
+        isCpu ? ` (CPU adapter: ${adapterKind})` : ""
+      } · vendor ${info.vendor} · features [${features.join(", ")}]`,
     );
   }
   return current;

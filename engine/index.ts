@@ -6,7 +6,9 @@ export { backward, detach, isGradEnabled, noGrad, zeroGrad } from "./autograd.ts
 export * from "./ops/index.ts";
 export { dropout, Generator } from "./random.ts";
 export { Adam, type AdamOptions, type StepOptions } from "./optim/adam.ts";
+export type { Optimizer } from "./optim/optimizer.ts";
 export { cosineLr, gradNorm } from "./optim/clip.ts";
 export { profileReport } from "./profile.ts";
 export { PSGDKron, type PSGDKronOptions } from "./optim/psgd.ts";
 export { loadInto, loadSafetensors, saveSafetensors } from "./checkpoint.ts";
+export { f32 } from "../kernels/common.ts";

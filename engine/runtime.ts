@@ -14,12 +14,9 @@
  */
 import { checkGpuErrors, gpu } from "./device.ts";
 import { nextTimestampWrites, profilingEnabled, resolveQueries } from "./profile.ts";
+import type { Kernel } from "../kernels/common.ts";
 
-export interface Kernel {
-  /** Readable pipeline name, e.g. `matmul_f32_64x64_t4x4`. */
-  name: string;
-  code: string;
-}
+export type { Kernel };
 
 export const STORAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 const UNIFORM = GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST;

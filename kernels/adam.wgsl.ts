@@ -3,8 +3,7 @@
  * step never waits for the host: `adam_advance` bumps t (or the skip count when the global gradient norm is not
  * finite), and `adam_update` reads t and the norm, clips, applies bias-corrected Adam(W), or does nothing.
  */
-import { MATH_PRELUDE } from "./common.ts";
-import type { Kernel } from "../engine/runtime.ts";
+import { type Kernel, MATH_PRELUDE } from "./common.ts";
 
 export const ADAM_WG = 256;
 

@@ -17,8 +17,7 @@
  *   adapter's JIT (seconds per pipeline); head dim, heads and tiles are baked.
  * - Any N: out-of-range rows read zeros and are not stored; out-of-range keys get weight 0.
  */
-import { f32 } from "./common.ts";
-import type { Kernel } from "../engine/runtime.ts";
+import { f32, type Kernel } from "./common.ts";
 
 /** Register/workgroup tiling of the flash kernels. */
 export interface AttnTile {

@@ -12,8 +12,7 @@
  *   ∂L/∂q = r_q·R(−φ)(g − q_r·⟨g, q_r⟩/d)      (R orthogonal, so ⟨R(−φ)g, q_n⟩ = ⟨g, q_r⟩)
  *   ∂L/∂φ_i = g_{2i+1}·q_r,2i − g_2i·q_r,2i+1   (summed over q and k)
  */
-import { f32 } from "./common.ts";
-import type { Kernel } from "../engine/runtime.ts";
+import { f32, type Kernel } from "./common.ts";
 import {
   accDecl,
   type AttnDims,

@@ -8,8 +8,7 @@
  * Invariants: S, dP are (G, N, N) row-major for G (batch·head) slices; `lse` and `delta` are the whole
  * (B·H, N) arrays and `row0` is the chunk's first row in them. Grids beyond 65535 workgroups spill into y.
  */
-import { f32 } from "./common.ts";
-import type { Kernel } from "../engine/runtime.ts";
+import { f32, type Kernel } from "./common.ts";
 import { LOG2E } from "./attention.wgsl.ts";
 
 /** Uniform block: row length n, rows in the chunk, first row of the chunk in lse/delta. */

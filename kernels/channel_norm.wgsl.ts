@@ -9,8 +9,7 @@
  *   dx = rstd · (g − mean_c(g) − x̂ · Σ_c(g·x̂) / (C − 1)),
  * the (C − 1) coming from d var / dx = 2 (x − μ) / (C − 1).
  */
-import { f32 } from "./common.ts";
-import type { Kernel } from "../engine/runtime.ts";
+import { f32, type Kernel } from "./common.ts";
 
 export interface ChannelNormConfig {
   batch: number;

@@ -3,6 +3,13 @@
  * invocation index of a 2-D dispatch grid (1-D problems larger than 65535 workgroups spill into y).
  */
 
+/** A WGSL compute shader ready to build: the pipeline cache keys on `code`, profiles and errors show `name`. */
+export interface Kernel {
+  /** Readable pipeline name, e.g. `matmul_f32_64x64_t4x4`. */
+  name: string;
+  code: string;
+}
+
 /** An exact f32 literal: the bit pattern, so baked constants round-trip and never print as `1e-7` vs `1e-07`. */
 export function f32(x: number): string {
   if (Number.isInteger(x) && Math.abs(x) < 2 ** 24) return `${x}.0`;

@@ -26,7 +26,7 @@
  * channels read zeros); the pipeline name encodes shape, padding and tile.
  * (Longer than most files: three passes × two strategies share the padding, row-segment and FMA emitters here.)
  */
-import type { Kernel } from "../engine/runtime.ts";
+import type { Kernel } from "./common.ts";
 
 export interface ConvGeom {
   batch: number;

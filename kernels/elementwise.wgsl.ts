@@ -5,8 +5,7 @@
  * (memory-bound ops are all about bytes per instruction); otherwise each input's index is rebuilt from the
  * output's multi-index with broadcast strides of 0. `expr` is a WGSL f32 expression in `in0..inK`.
  */
-import { linearIndex, MAIN_BUILTINS, MATH_PRELUDE, stridesOf } from "./common.ts";
-import type { Kernel } from "../engine/runtime.ts";
+import { type Kernel, linearIndex, MAIN_BUILTINS, MATH_PRELUDE, stridesOf } from "./common.ts";
 
 export interface MapConfig {
   name: string;

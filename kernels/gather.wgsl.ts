@@ -5,8 +5,7 @@
  * Gather: for each output multi-index o, input coordinate along input axis perm[d] is o[d] + offset[d];
  * out of range gives `fill` (constant) or wraps (circular). All shapes, strides and offsets are constants.
  */
-import { f32, linearIndex, MAIN_BUILTINS, stridesOf } from "./common.ts";
-import type { Kernel } from "../engine/runtime.ts";
+import { f32, type Kernel, linearIndex, MAIN_BUILTINS, stridesOf } from "./common.ts";
 
 export interface GatherConfig {
   inShape: readonly number[];

@@ -16,7 +16,7 @@
  * unrolled here (Naga adds a counter to every loop); the pipeline name encodes the config. Two strategies in
  * one file (~460 lines) because they share the operand layout, the FMA emitters and the stores.
  */
-import type { Kernel } from "../engine/runtime.ts";
+import type { Kernel } from "./common.ts";
 
 export interface MatmulTile {
   /** Outputs per workgroup (bm × bn) and per invocation (rm × rn); the workgroup is (bn/rn, bm/rm). */

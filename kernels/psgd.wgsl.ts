@@ -8,8 +8,7 @@
  * norm was finite) or `qctl[0]` (that, and this tensor's ‖G‖ is finite and non-zero) — so a bad step is skipped
  * on the device and the host never waits.
  */
-import { f32, linearIndex, MAIN_BUILTINS, MATH_PRELUDE } from "./common.ts";
-import type { Kernel } from "../engine/runtime.ts";
+import { f32, type Kernel, linearIndex, MAIN_BUILTINS, MATH_PRELUDE } from "./common.ts";
 
 export const PSGD_WG = 64;
 /** Threads of the single-workgroup kernels (normaliser, diagonal update, max-abs). */

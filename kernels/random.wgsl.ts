@@ -3,8 +3,7 @@
  * under key (seed_lo, seed_hi) into 4 words; element e takes word e % 4 of invocation e / 4. Seed and call index
  * come from a uniform so one pipeline serves every draw; results are identical across runs and adapters.
  */
-import { MAIN_BUILTINS } from "./common.ts";
-import type { Kernel } from "../engine/runtime.ts";
+import { type Kernel, MAIN_BUILTINS } from "./common.ts";
 
 export const RNG_WG = 64;
 

@@ -10,8 +10,7 @@
  * barrier is a coroutine switch of every 8-lane SIMD group and any non-constant load a per-lane loop, so a
  * 256-wide tree cost ~4 µs per row where this costs ~0.1.
  */
-import { f32, MAIN_BUILTINS } from "./common.ts";
-import type { Kernel } from "../engine/runtime.ts";
+import { f32, type Kernel, MAIN_BUILTINS } from "./common.ts";
 
 export type ReduceOp = "sum" | "max";
 

@@ -10,8 +10,7 @@
  * smallest width that keeps ≤ 8 vec4 per invocation, never below one GPU warp. Rows beyond 65535 spill into the
  * grid's y dimension. Statistics (mean, rstd) are saved per row for the backward.
  */
-import { f32 } from "./common.ts";
-import type { Kernel } from "../engine/runtime.ts";
+import { f32, type Kernel } from "./common.ts";
 
 export type RowOp = "softmax" | "softmax_bwd" | "layer_norm" | "layer_norm_bwd" | "rms_norm" | "rms_norm_bwd";
 

@@ -25,6 +25,7 @@ import {
   wgradRowTiles,
   type WgradTile,
 } from "../../kernels/conv.wgsl.ts";
+import { type AdapterKind, type AdapterTable, adapterTable } from "../adapter.ts";
 import { record } from "../autograd.ts";
 import { gpu } from "../device.ts";
 import { dispatch, grid1d } from "../runtime.ts";
@@ -124,10 +125,8 @@ const GPU_TILES: ConvTiles = {
   wgradInvocations: 1 << 17,
 };
 
-/** Per-adapter table, matched against the adapter description (first match wins). */
-export const CONV_TILES: { match: RegExp; tiles: ConvTiles }[] = [
-  { match: /llvmpipe|lavapipe|swiftshader/i, tiles: CPU_TILES },
-];
+/** Per-adapter tiles (engine/adapter.ts): direct loads on software adapters, staged tiles elsewhere. */
+export const CONV_TILES: AdapterTable<ConvTiles> = adapterTable({ cpu: CPU_TILES, default: GPU_TILES });
 
 let tilesOverride: ConvTiles | null = null;
 
@@ -136,10 +135,9 @@ export function setConvTiles(t: ConvTiles | null): void {
   tilesOverride = t;
 }
 
-export function convTiles(): ConvTiles {
-  if (tilesOverride) return tilesOverride;
-  const name = gpu().adapterName;
-  return CONV_TILES.find((e) => e.match.test(name))?.tiles ?? (gpu().isCpu ? CPU_TILES : GPU_TILES);
+/** The override, else this adapter's (or `kind`'s) tiles. */
+export function convTiles(kind: AdapterKind = gpu().adapterKind): ConvTiles {
+  return tilesOverride ?? CONV_TILES.for(kind);
 }
 
 export const tilePresets = { cpu: CPU_TILES, gpu: GPU_TILES };

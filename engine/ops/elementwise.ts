@@ -3,7 +3,9 @@
  * input, summed back to the input's shape), and the float64 CPU reference, side by side in one table per arity.
  *
  * To add a unary op: one row in UNARY with its WGSL expression, its derivative (in `$g` = dL/dy, `$x` = input,
- * `$y` = output) and its float64 reference.
+ * `$y` = output) and its float64 reference, its exported function, and its entry in ELEMENTWISE_OPS (a compile
+ * error until added); tests/engine/elementwise_test.ts enumerates ELEMENTWISE_OPS and fails for an op it has
+ * no input domain for.
  */
 import { f32 } from "../../kernels/common.ts";
 import { mapKernel, mapVectorWidth, mapWorkgroupSize } from "../../kernels/elementwise.wgsl.ts";
@@ -68,7 +70,7 @@ interface BinaryDef {
   ref: (a: number, b: number) => number;
 }
 
-const BINARY: Record<string, BinaryDef> = {
+const BINARY = {
   add: { expr: "A + B", da: "$g", db: "$g", ref: (a, b) => a + b },
   sub: { expr: "A - B", da: "$g", db: "-$g", ref: (a, b) => a - b },
   mul: { expr: "A * B", da: "$g * $b", db: "$g * $a", ref: (a, b) => a * b },
@@ -85,7 +87,9 @@ const BINARY: Record<string, BinaryDef> = {
     db: "select($g, 0.0, $a <= $b)",
     ref: Math.min,
   },
-};
+} satisfies Record<string, BinaryDef>;
+
+export type BinaryOp = keyof typeof BINARY;
 
 /** Build a fused gradient map from a template over named tensors/scalars. */
 function gradMap(tpl: string, vars: Record<string, Operand>, name: string, outShape: Shape): Tensor {
@@ -102,8 +106,8 @@ function gradMap(tpl: string, vars: Record<string, Operand>, name: string, outSh
   return map(inputs, expr, name, outShape);
 }
 
-function binary(op: string, a: Operand, b: Operand): Tensor {
-  const def = BINARY[op];
+function binary(op: BinaryOp, a: Operand, b: Operand): Tensor {
+  const def: BinaryDef = BINARY[op];
   if (typeof a === "number" && typeof b === "number") {
     throw new Error(`${op}: at least one operand must be a tensor`);
   }
@@ -140,7 +144,7 @@ interface UnaryDef {
 
 const sigmoid64 = (x: number) => 1 / (1 + Math.exp(-x));
 
-const UNARY: Record<string, UnaryDef> = {
+const UNARY = {
   neg: { expr: "-X", dx: "-$g", ref: (x) => -x },
   exp: { expr: "exp(X)", dx: "$g * $y", ref: Math.exp },
   log: { expr: "log(X)", dx: "$g / $x", ref: Math.log },
@@ -159,9 +163,16 @@ const UNARY: Record<string, UnaryDef> = {
   },
   sin: { expr: "sin(X)", dx: "$g * cos($x)", ref: Math.sin },
   cos: { expr: "cos(X)", dx: "-$g * sin($x)", ref: Math.cos },
-};
+} satisfies Record<string, UnaryDef>;
 
-function unary(op: string, x: Tensor, def: UnaryDef = UNARY[op]): Tensor {
+export type UnaryOp = keyof typeof UNARY;
+
+/** False for ops whose derivative is zero almost everywhere (sign): backward passes no gradient (null). */
+export function unaryHasGradient(op: UnaryOp): boolean {
+  return (UNARY[op] as UnaryDef).dx !== null;
+}
+
+function unary(op: string, x: Tensor, def: UnaryDef = UNARY[op as UnaryOp]): Tensor {
   const y = map([x], def.expr.replaceAll("X", "in0"), op);
   return record(y, op, [x], (g) => [def.dx ? gradMap(def.dx, { g, x, y }, `${op}_dx`, x.shape) : null]);
 }
@@ -228,11 +239,59 @@ export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
   });
 }
 
-/** Comparison masks (1.0 / 0.0), not differentiable. */
-export const gt = (a: Tensor, b: Operand) =>
-  map(typeof b === "number" ? [a] : [a, b], `select(0.0, 1.0, in0 > ${lit(b, 1)})`, "gt");
-export const eq = (a: Tensor, b: Operand) =>
-  map(typeof b === "number" ? [a] : [a, b], `select(0.0, 1.0, in0 == ${lit(b, 1)})`, "eq");
+interface CompareDef {
+  /** WGSL comparison of `A` and `B`. */
+  cond: string;
+  ref: (a: number, b: number) => number;
+}
+
+const COMPARE = {
+  gt: { cond: "A > B", ref: (a, b) => (a > b ? 1 : 0) },
+  eq: { cond: "A == B", ref: (a, b) => (a === b ? 1 : 0) },
+} satisfies Record<string, CompareDef>;
+
+export type CompareOp = keyof typeof COMPARE;
+
+/**
+ * Comparison masks (1.0 / 0.0). Their derivative is zero wherever it exists, so they record no tape node: the
+ * mask never requires grad and no gradient reaches `a` or `b` through it.
+ */
+function compare(op: CompareOp, a: Tensor, b: Operand): Tensor {
+  const cond = COMPARE[op].cond.replace("A", "in0").replace("B", lit(b, 1));
+  return map(typeof b === "number" ? [a] : [a, b], `select(0.0, 1.0, ${cond})`, op);
+}
+
+export const gt = (a: Tensor, b: Operand) => compare("gt", a, b);
+export const eq = (a: Tensor, b: Operand) => compare("eq", a, b);
+
+type UnaryFn = (x: Tensor) => Tensor;
+type BinaryFn = (a: Operand, b: Operand) => Tensor;
+type CompareFn = (a: Tensor, b: Operand) => Tensor;
+
+/**
+ * Every table op by name with its public function. Tests enumerate this (with `reference` below), so an op added
+ * to a table is tested or its test fails; `satisfies` makes a table row without an entry here a compile error.
+ */
+export const ELEMENTWISE_OPS = {
+  unary: {
+    neg,
+    exp,
+    log,
+    log1p,
+    sqrt,
+    rsqrt,
+    square,
+    abs,
+    sign,
+    tanh,
+    sigmoid,
+    silu,
+    sin,
+    cos,
+  } satisfies Record<UnaryOp, UnaryFn>,
+  binary: { add, sub, mul, div, maximum, minimum } satisfies Record<BinaryOp, BinaryFn>,
+  compare: { gt, eq } satisfies Record<CompareOp, CompareFn>,
+};
 
 /** A tensor filled with `value`. */
 export function full(shape: Shape, value: number): Tensor {
@@ -275,11 +334,15 @@ export function addInPlace(dst: Tensor, src: Tensor): void {
 /** Float64 CPU references for the tables above (used by tests). */
 export const reference = {
   unary: Object.fromEntries(Object.entries(UNARY).map(([k, v]) => [k, v.ref])) as Record<
-    string,
+    UnaryOp,
     (x: number) => number
   >,
   binary: Object.fromEntries(Object.entries(BINARY).map(([k, v]) => [k, v.ref])) as Record<
-    string,
+    BinaryOp,
+    (a: number, b: number) => number
+  >,
+  compare: Object.fromEntries(Object.entries(COMPARE).map(([k, v]) => [k, v.ref])) as Record<
+    CompareOp,
     (a: number, b: number) => number
   >,
   pow: (x: number, p: number) => Math.pow(x, p),

@@ -12,6 +12,7 @@ import {
   type MatmulTile,
   matmulVec4,
 } from "../../kernels/matmul.wgsl.ts";
+import { type AdapterKind, type AdapterTable, adapterTable } from "../adapter.ts";
 import { record } from "../autograd.ts";
 import { gpu } from "../device.ts";
 import { dispatch } from "../runtime.ts";
@@ -20,8 +21,6 @@ import { broadcastShapes, sumTo } from "./elementwise.ts";
 import { sum } from "./reduce.ts";
 
 export interface TileRule {
-  /** Tested against the adapter description (`gpu().adapterName`). */
-  match: RegExp;
   tile: MatmulTile;
   /** Only for products of at least this many multiply-adds (batch·m·n·k): big register tiles take ~1 s to compile. */
   minWork?: number;
@@ -36,23 +35,21 @@ export interface TileRule {
 }
 
 /**
- * Per-adapter tile rules, filled from `deno run -A bench/sweep_matmul.ts`: the first rule whose adapter and
- * conditions match wins; an adapter none of whose rules fit, or an unknown adapter, gets DEFAULT_TILE
- * (workgroup-memory tiling, suited to GPUs). GFLOP/s figures are wall-clock on a quiet moment of the machine.
+ * Tile rules for software adapters, filled from `deno run -A bench/sweep_matmul.ts` on lavapipe (SwiftShader
+ * shares its cost model: loads are per-lane loops): the first rule whose conditions match wins; a problem none
+ * of them fit gets DEFAULT_TILE. GFLOP/s figures are wall-clock on a quiet moment of the machine.
  */
-export const MATMUL_TILES: readonly TileRule[] = [
+const CPU_RULES: readonly TileRule[] = [
   {
     // lavapipe: every load is a per-lane loop of ~40 x86 instructions per vec4 while an FMA is one, so the
     // register tile is as big as compile time allows: 32×32 per invocation compiles in ~4 s (Mesa caches it on
     // disk); 64×32 is ~10% faster but takes ~13 s.
-    match: /llvmpipe|lavapipe/i,
     tile: { bm: 128, bn: 256, bk: 4, rm: 32, rn: 32, staging: "register" },
     minWork: 2 ** 28,
     vec4: true,
     note: "sweep_matmul 2026-11-28, GFLOP/s (FMA ceiling ~87): 1024³ 30.2, 4096×256×768 28.6, ×768×256 19-24",
   },
   {
-    match: /llvmpipe|lavapipe/i,
     tile: { bm: 128, bn: 128, bk: 4, rm: 16, rn: 16, staging: "register" },
     minWork: 2 ** 21,
     vec4: true,
@@ -61,19 +58,23 @@ export const MATMUL_TILES: readonly TileRule[] = [
   {
     // Narrow outputs (N = 32 or 64: attention's P·V, dS·K, dSᵀ·Q at head dim 32/64), which the square tiles
     // above pad 2-4×.
-    match: /llvmpipe|lavapipe/i,
     tile: { bm: 128, bn: 32, bk: 4, rm: 16, rn: 4, staging: "register" },
     maxN: 64,
     note:
       "sweep_matmul 2026-11-29 at 10240×320×32: NN 11.7, TN 10.9 GFLOP/s (64×64 t8×8: 7.5, 6.9); compiles in 0.2 s",
   },
   {
-    match: /llvmpipe|lavapipe/i,
     tile: { bm: 64, bn: 64, bk: 4, rm: 8, rn: 8, staging: "register" },
     maxWaste: Infinity,
     note: "small or odd shapes: compiles in ~0.2 s (1024³ 15.1 GFLOP/s; DEFAULT_TILE does 6.6 here)",
   },
 ];
+
+/**
+ * Per-adapter rules (engine/adapter.ts): software adapters get CPU_RULES; GPUs and unknown adapters have no
+ * rules yet, so every problem gets DEFAULT_TILE (workgroup-memory tiling).
+ */
+export const MATMUL_TILES: AdapterTable<readonly TileRule[]> = adapterTable({ cpu: CPU_RULES, default: [] });
 
 let forced: MatmulTile | null = null;
 
@@ -94,11 +95,10 @@ function fits(rule: TileRule, p: MatmulProblem): boolean {
   return padded <= (1 + (rule.maxWaste ?? 0.25)) * p.m * p.n;
 }
 
-/** The tile for a problem on this adapter (without a problem: the adapter's first rule). */
-export function matmulTile(problem?: MatmulProblem): MatmulTile {
+/** The tile for a problem on this adapter, or on `kind` (without a problem: the adapter's first rule). */
+export function matmulTile(problem?: MatmulProblem, kind: AdapterKind = gpu().adapterKind): MatmulTile {
   if (forced) return forced;
-  const name = gpu().adapterName;
-  const rules = MATMUL_TILES.filter((r) => r.match.test(name));
+  const rules = MATMUL_TILES.for(kind);
   if (!problem) return rules[0]?.tile ?? DEFAULT_TILE;
   return rules.find((r) => fits(r, problem))?.tile ?? DEFAULT_TILE;
 }

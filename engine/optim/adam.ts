@@ -14,6 +14,9 @@ import {
   writeBuffer,
 } from "../runtime.ts";
 import { Tensor } from "../tensor.ts";
+import type { Optimizer, StepOptions } from "./optimizer.ts";
+
+export type { StepOptions };
 
 export interface AdamOptions {
   lr: number;
@@ -24,16 +27,7 @@ export interface AdamOptions {
   decoupled?: boolean;
 }
 
-export interface StepOptions {
-  /** Learning rate for this step (e.g. from a schedule); defaults to the constructor's. */
-  lr?: number;
-  /** Global gradient norm, shape [1], from `gradNorm(params)`: non-finite → the step is skipped on the GPU. */
-  gradNorm?: Tensor;
-  /** Clip gradients to this global norm (needs gradNorm); 0 = no clipping. */
-  maxNorm?: number;
-}
-
-export class Adam {
+export class Adam implements Optimizer {
   readonly params: Tensor[];
   readonly m: Tensor[];
   readonly v: Tensor[];

@@ -17,6 +17,7 @@ import { copyBuffer, dispatch, grid1d, releaseBuffer, uniformBuffer } from "../r
 import { scope, type Shape, shapeStr, Tensor } from "../tensor.ts";
 import { applyCaches, applyFactors, type Slot, type UpdateContext, updateFactors } from "./psgd_update.ts";
 import { HEAVYBALL_SCHEDULE_SEED, lolaUpdateProbability, scheduleDraw } from "./psgd_schedule.ts";
+import type { Optimizer, StepOptions } from "./optimizer.ts";
 
 export interface PSGDKronOptions {
   lr: number;
@@ -58,14 +59,8 @@ export interface PSGDKronOptions {
   probes?: (index: number, shape: Shape) => Tensor | undefined;
 }
 
-export interface PSGDStepOptions {
-  /** Learning rate for this step (e.g. from a schedule); defaults to the constructor's. */
-  lr?: number;
-  /** Global gradient norm, shape [1], from `gradNorm(params)`: non-finite → the step is skipped on the GPU. */
-  gradNorm?: Tensor;
-  /** Clip gradients to this global norm (needs gradNorm); 0 = no clipping. */
-  maxNorm?: number;
-}
+/** The same options as every optimizer's step. */
+export type PSGDStepOptions = StepOptions;
 
 type Resolved =
   & Required<Omit<PSGDKronOptions, "schedule" | "probes">>
@@ -107,7 +102,7 @@ export function denseAxes(
 
 const persistent = (data: Float32Array, shape: Shape) => Tensor.fromData(data, shape, { persistent: true });
 
-export class PSGDKron {
+export class PSGDKron implements Optimizer {
   readonly params: Tensor[];
   opts: Resolved;
   /** [t (applied steps), skipped steps, β^t] on the GPU. */

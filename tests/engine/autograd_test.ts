@@ -1,10 +1,12 @@
 /**
  * Autodiff and memory semantics: shared subexpressions accumulate, leaf gradients accumulate across backward
  * calls until zeroGrad, noGrad records nothing, detach cuts the tape, scopes give temporaries back and keep what
- * is returned, and linear (torch layout) has the right gradients.
+ * is returned, a backward returning the wrong number of gradients fails naming its op, and linear (torch layout)
+ * has the right gradients.
  */
 import assert from "node:assert/strict";
 import * as E from "../../engine/index.ts";
+import { record } from "../../engine/autograd.ts";
 import { reference } from "../../engine/ops/matmul.ts";
 import { checkOp, gpuReady, randArray } from "../helpers.ts";
 
@@ -37,6 +39,23 @@ Deno.test("autograd: noGrad records no tape and detach cuts it", async () => {
   assert.deepEqual([...await x.grad!.read()], [1, 2]);
   x.grad!.dispose();
   x.dispose();
+});
+
+Deno.test("autograd: a backward that returns too few or too many gradients fails, naming the op", async () => {
+  await gpuReady();
+  const a = E.Tensor.parameter([1, 2], [2]), b = E.Tensor.parameter([3, 4], [2]);
+  for (const count of [1, 3]) {
+    E.scope(() => {
+      const y = record(E.add(E.detach(a), E.detach(b)), "broken_op", [a, b], (g) => Array(count).fill(g));
+      assert.throws(
+        () => E.backward(E.sum(y)),
+        new RegExp(`backward of broken_op returned ${count} gradients for 2 inputs`),
+      );
+    });
+  }
+  assert.equal(a.grad, null);
+  a.dispose();
+  b.dispose();
 });
 
 Deno.test("scope: temporaries return to the pool, returned tensors survive into the parent scope", async () => {

@@ -37,3 +37,49 @@ Deno.test("checkpoint: safetensors round trip keeps names, shapes, values and me
   for (const t of [a, b, c, wrong]) t.dispose();
   await Deno.remove(dir, { recursive: true });
 });
+
+/** A safetensors file written by hand (no GPU): one F32 tensor "w" of shape [n]. */
+function safetensorsBytes(n: number): Uint8Array {
+  let json = JSON.stringify({
+    __metadata__: { step: "1" },
+    w: { dtype: "F32", shape: [n], data_offsets: [0, 4 * n] },
+  });
+  json += " ".repeat((8 - (json.length % 8)) % 8);
+  const h = new TextEncoder().encode(json);
+  const out = new Uint8Array(8 + h.length + 4 * n);
+  new DataView(out.buffer).setBigUint64(0, BigInt(h.length), true);
+  out.set(h, 8);
+  return out;
+}
+
+Deno.test("checkpoint: a truncated file is named and called truncated, not 'Invalid typed array length'", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/checkpoint.safetensors`;
+    const full = safetensorsBytes(1024);
+    await Deno.writeFile(path, full);
+    assert.equal((await loadSafetensors(path)).tensors.get("w")!.data.length, 1024);
+    for (const cut of [full.length - 100, 40, 4]) {
+      await Deno.writeFile(path, full.subarray(0, cut));
+      await assert.rejects(
+        loadSafetensors(path),
+        (e: Error) =>
+          e instanceof CheckpointError && e.message.startsWith(`${path} is truncated (${cut} bytes`) &&
+          !e.message.includes("\n"),
+        `cut at ${cut}`,
+      );
+    }
+    const bad = safetensorsBytes(4);
+    const json = new TextDecoder().decode(bad.subarray(8, bad.length - 16)).replace("[0,16]", "[0,12]");
+    const fixed = new Uint8Array(bad.length);
+    fixed.set(bad);
+    fixed.set(new TextEncoder().encode(json), 8);
+    await Deno.writeFile(path, fixed);
+    await assert.rejects(
+      loadSafetensors(path),
+      /tensor w of shape \(4\) F32 needs 16 bytes, its data_offsets span 12/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

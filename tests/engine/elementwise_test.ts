@@ -3,30 +3,65 @@
  * central differences, on random non-zero inputs in each op's domain, in both kernel forms (vec4 when the size
  * is a multiple of 4, broadcast-indexed otherwise). Tolerances: forward 1e-5 abs + 1e-5 rel (float32 rounding
  * of one transcendental), gradient 2e-3 abs + 2e-3 rel (float32 backward vs float64 differences).
+ *
+ * The ops come from the engine's own table (ELEMENTWISE_OPS), not a list kept here: an op added there without an
+ * input domain below fails. Ops without a gradient are checked for exactly that: `sign` (derivative zero almost
+ * everywhere, undefined at 0) passes no gradient (its input's .grad stays null); the comparison masks `gt`, `eq`
+ * record no tape node at all (the mask never requires grad).
  */
+import assert from "node:assert/strict";
 import * as E from "../../engine/index.ts";
-import { reference } from "../../engine/ops/elementwise.ts";
-import { checkOp, gpuReady, randArray } from "../helpers.ts";
+import {
+  type BinaryOp,
+  type CompareOp,
+  ELEMENTWISE_OPS,
+  reference,
+  unaryHasGradient,
+  type UnaryOp,
+} from "../../engine/ops/elementwise.ts";
+import { assertClose, checkOp, gpuReady, randArray } from "../helpers.ts";
 
 const FWD = { atol: 1e-5, rtol: 1e-5 };
 const GRAD = { atol: 2e-3, rtol: 2e-3 };
 
-type Unary = (x: E.Tensor) => E.Tensor;
-const UNARY: [string, Unary, [number, number]][] = [
-  ["neg", E.neg, [-2, 2]],
-  ["exp", E.exp, [-2, 2]],
-  ["log", E.log, [0.2, 3]],
-  ["log1p", E.log1p, [-0.5, 3]],
-  ["sqrt", E.sqrt, [0.2, 3]],
-  ["rsqrt", E.rsqrt, [0.3, 3]],
-  ["square", E.square, [-2, 2]],
-  ["abs", E.abs, [-2, 2]],
-  ["tanh", E.tanh, [-3, 3]],
-  ["sigmoid", E.sigmoid, [-4, 4]],
-  ["silu", E.silu, [-4, 4]],
-  ["sin", E.sin, [-3, 3]],
-  ["cos", E.cos, [-3, 3]],
-];
+/** Each unary op's input domain (a compile error, and a failing test, for a table op missing here). */
+const UNARY_DOMAIN: Record<UnaryOp, [number, number]> = {
+  neg: [-2, 2],
+  exp: [-2, 2],
+  log: [0.2, 3],
+  log1p: [-0.5, 3],
+  sqrt: [0.2, 3],
+  rsqrt: [0.3, 3],
+  square: [-2, 2],
+  abs: [-2, 2],
+  sign: [-2, 2],
+  tanh: [-3, 3],
+  sigmoid: [-4, 4],
+  silu: [-4, 4],
+  sin: [-3, 3],
+  cos: [-3, 3],
+};
+const UNARY = Object.keys(ELEMENTWISE_OPS.unary) as UnaryOp[];
+const BINARY = Object.keys(ELEMENTWISE_OPS.binary) as BinaryOp[];
+const COMPARE = Object.keys(ELEMENTWISE_OPS.compare) as CompareOp[];
+
+Deno.test("elementwise: every op of the engine's table has a reference and an input domain here", () => {
+  assert.deepEqual(Object.keys(reference.unary).sort(), [...UNARY].sort());
+  assert.deepEqual(Object.keys(reference.binary).sort(), [...BINARY].sort());
+  assert.deepEqual(Object.keys(reference.compare).sort(), [...COMPARE].sort());
+  const missing = UNARY.filter((op) => !UNARY_DOMAIN[op]);
+  assert.deepEqual(missing, [], `unary ops without a test domain: ${missing.join(", ")}`);
+  // The ops the tests exercise are the engine's public ones.
+  for (
+    const [name, fn] of Object.entries({
+      ...ELEMENTWISE_OPS.unary,
+      ...ELEMENTWISE_OPS.binary,
+      ...ELEMENTWISE_OPS.compare,
+    })
+  ) {
+    assert.equal((E as Record<string, unknown>)[name], fn, `${name} is not the engine's exported op`);
+  }
+});
 
 function refBroadcast(f: (...v: number[]) => number, xs: Float64Array[], shapes: number[][]): Float64Array {
   const out = E.broadcastShapes(...shapes);
@@ -52,7 +87,8 @@ function refBroadcast(f: (...v: number[]) => number, xs: Float64Array[], shapes:
   return res;
 }
 
-for (const [name, fn, [lo, hi]] of UNARY) {
+for (const name of UNARY.filter(unaryHasGradient)) {
+  const fn = ELEMENTWISE_OPS.unary[name], [lo, hi] = UNARY_DOMAIN[name] ?? [NaN, NaN];
   for (const shape of [[3, 37], [8, 20]]) {
     Deno.test(`elementwise: ${name} forward and backward match float64 on ${shape.join("x")}`, async () => {
       await gpuReady();
@@ -90,16 +126,8 @@ for (const p of [3, -1, 0.5, 1.5]) {
   });
 }
 
-const BINARY: [string, (a: E.Tensor, b: E.Tensor) => E.Tensor][] = [
-  ["add", E.add],
-  ["sub", E.sub],
-  ["mul", E.mul],
-  ["div", E.div],
-  ["maximum", E.maximum],
-  ["minimum", E.minimum],
-];
-
-for (const [name, fn] of BINARY) {
+for (const name of BINARY) {
+  const fn = ELEMENTWISE_OPS.binary[name];
   for (const [sa, sb] of [[[5, 1, 7], [3, 1]], [[4, 6], [4, 6]], [[2, 3, 5], [5]]]) {
     Deno.test(`elementwise: ${name} broadcasts ${sa.join("x")} with ${sb.join("x")} (forward, both gradients)`, async () => {
       await gpuReady();
@@ -115,6 +143,63 @@ for (const [name, fn] of BINARY) {
       });
     });
   }
+}
+
+for (const name of UNARY.filter((op) => !unaryHasGradient(op))) {
+  Deno.test(`elementwise: ${name} forward matches float64 (zeros included) and passes no gradient`, async () => {
+    await gpuReady();
+    const [lo, hi] = UNARY_DOMAIN[name] ?? [NaN, NaN];
+    const data = randArray(37, 300 + name.length, lo, hi).map((v, i) => (i % 5 ? v : 0));
+    const x = E.Tensor.fromData(Float32Array.from(data), [37], { requiresGrad: true, persistent: true });
+    try {
+      const got = await E.scope(() => {
+        const y = ELEMENTWISE_OPS.unary[name](x);
+        E.backward(E.sum(E.add(y, x)));
+        return y.keep();
+      }).read();
+      const err = assertClose(`${name} forward`, got, data.map(reference.unary[name]), FWD);
+      console.log(`${name}: forward max error ${err.toExponential(2)}`);
+      // Only the `+ x` path reaches x: the op itself contributed nothing (not NaN, not a stray value).
+      assertClose(`${name} gradient`, await x.grad!.read(), new Float64Array(37).fill(1), {
+        atol: 0,
+        rtol: 0,
+      });
+    } finally {
+      x.grad?.dispose();
+      x.dispose();
+    }
+  });
+}
+
+for (const name of COMPARE) {
+  Deno.test(`elementwise: ${name} masks match float64 (ties, scalar and broadcast operands) and record no gradient`, async () => {
+    await gpuReady();
+    // Small integers, so ties (where gt is 0 and eq is 1) are frequent.
+    const a = randArray(24, 60, -2, 2).map(Math.round), b = randArray(6, 61, -2, 2).map(Math.round);
+    const ta = E.Tensor.fromData(Float32Array.from(a), [4, 6], { requiresGrad: true, persistent: true });
+    const tb = E.Tensor.fromData(Float32Array.from(b), [6], { persistent: true });
+    const ref = reference.compare[name];
+    try {
+      for (
+        const [label, other, want] of [
+          ["tensor", tb, a.map((v, i) => ref(v, b[i % 6]))],
+          ["scalar", 1, a.map((v) => ref(v, 1))],
+        ] as const
+      ) {
+        const mask = ELEMENTWISE_OPS.compare[name](ta, other);
+        try {
+          assert.equal(mask.requiresGrad, false, `${name} mask requires grad`);
+          assert.equal(mask.node, null, `${name} recorded a tape node`);
+          assertClose(`${name} (${label})`, await mask.read(), want, { atol: 0, rtol: 0 });
+        } finally {
+          mask.dispose();
+        }
+      }
+    } finally {
+      ta.dispose();
+      tb.dispose();
+    }
+  });
 }
 
 Deno.test("elementwise: scalar operands, clamp and where", async () => {

@@ -17,7 +17,7 @@ import { DEFAULT_TILE, type MatmulTile, matmulTileName } from "../../kernels/mat
 
 const TILES: { tile: MatmulTile; vec4Only: boolean }[] = [
   { tile: DEFAULT_TILE, vec4Only: false },
-  ...MATMUL_TILES.map((r) => ({ tile: r.tile, vec4Only: !!r.vec4 })),
+  ...MATMUL_TILES.values().flat().map((r) => ({ tile: r.tile, vec4Only: !!r.vec4 })),
 ].filter((t, i, all) => all.findIndex((u) => matmulTileName(u.tile) === matmulTileName(t.tile)) === i);
 const FWD = { atol: 1e-4, rtol: 1e-4 };
 const GRAD = { atol: 1e-3, rtol: 1e-3 };

@@ -1,9 +1,11 @@
 /**
  * Adam(W) against a float64 reference of torch.optim.Adam/AdamW for several steps, global-norm clipping,
- * skipping of non-finite steps (counted on the GPU), and the cosine schedule.
+ * skipping of non-finite steps (counted on the GPU), the cosine schedule, and one loop serving both optimizers
+ * through the Optimizer interface.
  */
 import assert from "node:assert/strict";
 import * as E from "../../engine/index.ts";
+import type { Optimizer } from "../../engine/optim/optimizer.ts";
 import { assertClose, gpuReady, randArray } from "../helpers.ts";
 
 function adamRef(
@@ -80,5 +82,36 @@ Deno.test("optim: cosine schedule warms up linearly, decays to minLr, is monoton
     const lr = E.cosineLr(s, 100, 1, { warmup: 10 });
     assert.ok(lr <= prev);
     prev = lr;
+  }
+});
+
+Deno.test("optim: Adam and PSGDKron both implement Optimizer: one loop steps, counts and restores either", async () => {
+  await gpuReady();
+  const makers: [string, (ps: E.Tensor[]) => Optimizer][] = [
+    ["Adam", (ps) => new E.Adam(ps, { lr: 1e-2 })],
+    ["PSGDKron", (ps) => new E.PSGDKron(ps, { lr: 1e-2 })],
+  ];
+  for (const [name, make] of makers) {
+    const p = E.Tensor.parameter(randArray(12, 3, -1, 1), [3, 4], "w");
+    const opt = make([p]);
+    try {
+      for (let s = 0; s < 2; s++) {
+        p.grad?.dispose();
+        p.grad = E.Tensor.fromData(Float32Array.from(randArray(12, 10 + s, -1, 1)), [3, 4], {
+          persistent: true,
+        });
+        opt.step({ lr: 1e-2 });
+      }
+      assert.deepEqual(await opt.stepCounts(), { steps: 2, skipped: 0 }, name);
+      const sd = opt.stateDict();
+      const host: Record<string, ArrayLike<number> | number> = {};
+      for (const [k, v] of Object.entries(sd)) host[k] = typeof v === "number" ? v : await v.read();
+      opt.loadStateDict(host);
+      assert.deepEqual(await opt.stepCounts(), { steps: 2, skipped: 0 }, `${name} after loadStateDict`);
+    } finally {
+      opt.dispose();
+      p.grad?.dispose();
+      p.dispose();
+    }
   }
 });
