@@ -5,32 +5,43 @@
  * Invariants: a bad input prints one line `error: <message>` on stderr and returns 1; progress goes to stderr
  * (a rewritten line on a terminal, a line every few seconds otherwise) so stdout stays clean for `--json`.
  */
-import { parseArgs } from "node:util";
 import { DataError } from "../data/errors.ts";
 import { describeDataset, formatSummary } from "../data/info.ts";
 import { writeStats } from "../data/stats.ts";
 import { type Boundary, EULER_DEFAULTS, generateEulerDataset } from "../data/euler_dataset.ts";
 import { ensureDefaultDataset } from "../data/default_dataset.ts";
+import {
+  intAtLeast,
+  listOf,
+  nonNegativeInt,
+  parseFlags,
+  positiveInt,
+  positiveNumber,
+  UsageError,
+} from "./args.ts";
+import { Progress } from "./progress.ts";
 
 const USAGE = `usage: deno task data <command> [options]
 
 commands:
-  info PATH [--json]      describe a Well file, split folder or dataset root
-  stats PATH [--force]    compute PATH/stats.yaml from the train split (streaming)
-  euler --out PATH [...]  generate a multi-quadrant Euler dataset in The Well layout
-  default                 print the default dataset's path, generating it first if needed
+  info PATH [--json] [--check]  describe a Well file, split folder or dataset root
+  stats PATH [--force]          compute PATH/stats.yaml from the train split (streaming)
+  euler --out PATH [...]        generate a multi-quadrant Euler dataset in The Well layout
+  default                       print the default dataset's path, generating it first if needed
 
 run \`deno task data <command> --help\` for a command's options.`;
 
 const HELP: Record<string, string> = {
-  info: `usage: deno task data info PATH [--json]
+  info: `usage: deno task data info PATH [--json] [--check]
 
 Describe a Well .hdf5 file, a split folder (…/data/train) or a dataset root (holding stats.yaml and data/).
-Reads metadata only. --json prints the summary as JSON on stdout.`,
+Reads metadata only. --json prints the summary as JSON on stdout. --check also reads every value and counts
+the non-finite ones (NaN, ±Inf) per split and field, and exits 1 when there are any.`,
   stats: `usage: deno task data stats PATH [--force]
 
 Compute PATH/stats.yaml (mean, std, rms and their *_delta, per field) from PATH/data/train, streaming, in
-The Well's format. Refuses to overwrite an existing stats.yaml unless --force.`,
+The Well's format. Refuses to overwrite an existing stats.yaml unless --force (use it to replace an invalid
+one), and refuses data holding NaN or ±Inf (find them with \`data info PATH --check\`).`,
   euler: `usage: deno task data euler --out PATH [options]
 
 Simulate 2-D compressible Euler trajectories from multi-quadrant Riemann initial conditions (like The Well's
@@ -52,70 +63,43 @@ Print the path of the default dataset (the one \`deno task train\` uses without 
 if it is missing (about a minute on 2 cores; cached under \${XDG_CACHE_HOME:-~/.cache}/lola-webgpu/).`,
 };
 
-/** A progress line with ETA on stderr. */
-export function progressLine(label: string): { update(done: number, total: number): void; end(): void } {
-  const tty = Deno.stderr.isTerminal();
-  const enc = new TextEncoder();
-  const t0 = performance.now();
-  let last = 0;
-  return {
-    update(done, total) {
-      const now = performance.now(), el = (now - t0) / 1000;
-      if (!tty && now - last < 5000 && done < total) return;
-      last = now;
-      const eta = done > 0 ? (el / done) * (total - done) : NaN;
-      const pct = total > 0 ? Math.floor((100 * done) / total) : 100;
-      const line = `${label} ${done}/${total} (${pct}%)  ${fmtTime(el)} elapsed` +
-        (done < total && Number.isFinite(eta) ? `, ETA ${fmtTime(eta)}` : "");
-      Deno.stderr.writeSync(enc.encode(tty ? `\r\x1b[K${line}` : `${line}\n`));
-    },
-    end() {
-      if (tty) Deno.stderr.writeSync(enc.encode("\n"));
-    },
-  };
-}
-
-function fmtTime(s: number): string {
-  return s < 60
-    ? `${s.toFixed(0)}s`
-    : `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, "0")}s`;
-}
-
-function int(name: string, v: string | undefined, fallback: number, min = 0): number {
-  if (v === undefined) return fallback;
-  if (!/^\d+$/.test(v) || Number(v) < min) {
-    throw new DataError(`--${name} must be an integer ≥ ${min}, got '${v}'`);
-  }
-  return Number(v);
-}
-
 async function info(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseFlags(
     args,
-    options: { json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
-    allowPositionals: true,
-  });
+    { json: { type: "boolean" }, check: { type: "boolean" }, help: { type: "boolean", short: "h" } },
+    { allowPositionals: true, command: "data info" },
+  );
   if (values.help) return help("info");
-  if (positionals.length !== 1) throw new DataError(`data info takes one PATH (see --help)`);
-  const s = await describeDataset(positionals[0]);
+  if (positionals.length !== 1) throw new UsageError(`data info takes one PATH (see --help)`);
+  const bar = values.check ? new Progress("check", 0, "traj") : null;
+  const s = await describeDataset(positionals[0], {
+    check: values.check,
+    onProgress: (p) => bar?.update(p.done, "", p.total),
+  });
+  bar?.end();
   console.log(values.json ? JSON.stringify(s, null, 2) : formatSummary(s));
+  const bad = s.non_finite ? Object.values(s.non_finite).flatMap((f) => Object.values(f)) : [];
+  if (bad.some((n) => n > 0)) {
+    console.error(`error: ${positionals[0]} holds non-finite values (counts per split and field above)`);
+    return 1;
+  }
   return 0;
 }
 
 async function stats(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseFlags(
     args,
-    options: { force: { type: "boolean" }, help: { type: "boolean", short: "h" } },
-    allowPositionals: true,
-  });
+    { force: { type: "boolean" }, help: { type: "boolean", short: "h" } },
+    { allowPositionals: true, command: "data stats" },
+  );
   if (values.help) return help("stats");
   if (positionals.length !== 1) {
-    throw new DataError(`data stats takes one PATH, the dataset root (see --help)`);
+    throw new UsageError(`data stats takes one PATH, the dataset root (see --help)`);
   }
-  const bar = progressLine("stats");
+  const bar = new Progress("stats", 0, "traj");
   const r = await writeStats(positionals[0], {
     force: values.force,
-    onProgress: (p) => bar.update(p.done, p.total),
+    onProgress: (p) => bar.update(p.done, "", p.total),
   });
   bar.end();
   for (const w of r.warnings) console.error(`warning: ${w}`);
@@ -124,9 +108,9 @@ async function stats(args: string[]): Promise<number> {
 }
 
 async function euler(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseFlags(
     args,
-    options: {
+    {
       out: { type: "string" },
       resolution: { type: "string" },
       trajectories: { type: "string" },
@@ -138,43 +122,38 @@ async function euler(args: string[]): Promise<number> {
       workers: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
-    allowPositionals: true,
-  });
-  if (values.help) return help("euler");
-  if (positionals.length) throw new DataError(`unexpected argument '${positionals[0]}' (see --help)`);
-  if (!values.out) throw new DataError(`data euler needs --out PATH (see --help)`);
-  const boundaries = (values.boundaries ?? EULER_DEFAULTS.boundaries.join(",")).split(",").map((b) =>
-    b.trim()
+    { allowPositionals: true, command: "data euler" },
   );
-  for (const b of boundaries) {
-    if (b !== "periodic" && b !== "open") {
-      throw new DataError(`--boundaries takes periodic and/or open, got '${b}'`);
-    }
-  }
-  const tEnd = values["t-end"] === undefined ? EULER_DEFAULTS.tEnd : Number(values["t-end"]);
-  if (!(tEnd > 0)) throw new DataError(`--t-end must be a positive number, got '${values["t-end"]}'`);
-  const bar = progressLine("simulating trajectories");
-  const r = await generateEulerDataset({
+  if (values.help) return help("euler");
+  if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}' (see --help)`);
+  if (!values.out) throw new UsageError(`data euler needs --out PATH (see --help)`);
+  const opts = {
     out: values.out,
-    resolution: int("resolution", values.resolution, EULER_DEFAULTS.resolution, 8),
-    trajectories: int("trajectories", values.trajectories, EULER_DEFAULTS.trajectories, 1),
-    steps: int("steps", values.steps, EULER_DEFAULTS.steps, 2),
-    tEnd,
-    seed: int("seed", values.seed, EULER_DEFAULTS.seed),
-    gammas: int("gammas", values.gammas, EULER_DEFAULTS.gammas, 1),
-    boundaries: boundaries as Boundary[],
-    workers: values.workers === undefined ? undefined : int("workers", values.workers, 0),
-    onProgress: (p) => bar.update(p.done, p.total),
-  });
+    resolution: intAtLeast("resolution", values.resolution, 8, EULER_DEFAULTS.resolution),
+    trajectories: positiveInt("trajectories", values.trajectories, EULER_DEFAULTS.trajectories),
+    steps: intAtLeast("steps", values.steps, 2, EULER_DEFAULTS.steps),
+    tEnd: positiveNumber("t-end", values["t-end"], EULER_DEFAULTS.tEnd),
+    seed: nonNegativeInt("seed", values.seed, EULER_DEFAULTS.seed),
+    gammas: positiveInt("gammas", values.gammas, EULER_DEFAULTS.gammas),
+    boundaries: listOf<Boundary>(
+      "boundaries",
+      values.boundaries,
+      ["periodic", "open"],
+      EULER_DEFAULTS.boundaries,
+    ),
+    workers: values.workers === undefined ? undefined : nonNegativeInt("workers", values.workers),
+  };
+  const bar = new Progress("simulate", 0, "traj");
+  const r = await generateEulerDataset({ ...opts, onProgress: (p) => bar.update(p.done, "", p.total) });
   bar.end();
   console.log(`wrote ${r.root} in ${r.seconds.toFixed(1)} s`);
   return 0;
 }
 
 async function defaultDataset(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { help: { type: "boolean", short: "h" } } });
+  const { values } = parseFlags(args, { help: { type: "boolean", short: "h" } }, { command: "data default" });
   if (values.help) return help("default");
-  const bar = progressLine("generating the default dataset");
+  const bar = new Progress("generate", 0, "traj");
   const t0 = performance.now();
   let generated = false;
   const path = await ensureDefaultDataset({
@@ -182,7 +161,7 @@ async function defaultDataset(args: string[]): Promise<number> {
       generated = true;
       console.error(`generating the default dataset at ${p} (first use)`);
     },
-    onProgress: (p) => bar.update(p.done, p.total),
+    onProgress: (p) => bar.update(p.done, "", p.total),
   });
   if (generated) {
     bar.end();
@@ -216,15 +195,11 @@ export async function dataCommand(args: string[]): Promise<number> {
       case "-h":
         return help();
       default:
-        throw new DataError(`unknown data command '${sub}': expected info, stats, euler or default`);
+        throw new UsageError(`unknown data command '${sub}': expected info, stats, euler or default`);
     }
   } catch (e) {
-    if (e instanceof DataError) {
+    if (e instanceof DataError || e instanceof UsageError) {
       console.error(`error: ${e.message}`);
-      return 1;
-    }
-    if (e instanceof TypeError && "code" in e && String(e.code).startsWith("ERR_PARSE_ARGS")) {
-      console.error(`error: ${e.message} (see \`deno task data ${sub} --help\`)`);
       return 1;
     }
     throw e;

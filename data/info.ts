@@ -5,10 +5,17 @@
  * hundreds of GB; every split listed is checked for consistency exactly as training would (same reader).
  */
 import { basename } from "node:path";
-import { withH5 } from "./h5.ts";
+import { type H5File, readFloat32, requireDataset, shapeOf, withH5 } from "./h5.ts";
+import { DataError } from "./errors.ts";
+import { readStatsIfPresent } from "./stats.ts";
 import { thetaNames } from "./transforms.ts";
 import { readSplitInfo, resolveLayout } from "./well_dataset.ts";
-import { constantScalars, simulationParameterValues, type WellFileInfo } from "./well_file.ts";
+import {
+  constantScalars,
+  type FieldInfo,
+  simulationParameterValues,
+  type WellFileInfo,
+} from "./well_file.ts";
 
 export interface DatasetSummary {
   path: string;
@@ -35,6 +42,10 @@ export interface DatasetSummary {
   splits: Record<string, { files: number; trajectories: number }>;
   has_stats: boolean;
   stats_path: string | null;
+  /** Why stats.yaml cannot be used, when it exists but is invalid. */
+  stats_error?: string;
+  /** With `check`: the number of NaN/±Inf values per split and field (every value read). */
+  non_finite?: Record<string, Record<string, number>>;
   files: {
     split: string;
     name: string;
@@ -46,17 +57,39 @@ export interface DatasetSummary {
   }[];
 }
 
-export async function describeDataset(path: string): Promise<DatasetSummary> {
+export interface DescribeOptions {
+  /** Read every value and count the non-finite ones per split and field (reads the whole data). */
+  check?: boolean;
+  /** Progress of the check, in (file, field, trajectory) reads. */
+  onProgress?: (p: { done: number; total: number }) => void;
+}
+
+export async function describeDataset(path: string, opts: DescribeOptions = {}): Promise<DatasetSummary> {
   const layout = resolveLayout(path);
   const splits: DatasetSummary["splits"] = {};
   const files: DatasetSummary["files"] = [];
+  const nonFinite: Record<string, Record<string, number>> = {};
   let first: WellFileInfo | null = null;
+  const all: [string, WellFileInfo[]][] = [];
   for (const [split, paths] of Object.entries(layout.splits)) {
-    const infos = paths.length ? await readSplitInfo(paths) : [];
+    all.push([split, paths.length ? await readSplitInfo(paths) : []]);
+  }
+  const total = all.flatMap(([, i]) => i).reduce((a, i) => a + reads(i), 0);
+  let done = 0;
+  for (const [split, infos] of all) {
     splits[split] = { files: infos.length, trajectories: infos.reduce((a, i) => a + i.nTrajectories, 0) };
     for (const info of infos) {
       first ??= info;
       const params = await withH5(info.path, (f) => simulationParameterValues(f, info));
+      if (opts.check) {
+        const counts = nonFinite[split] ??= {};
+        for (const fi of [...info.fields, ...info.constantFields]) counts[fi.name] ??= 0;
+        await withH5(info.path, (f) =>
+          countNonFinite(f, info, (fi, n) => {
+            counts[fi.name] += n;
+            opts.onProgress?.({ done: ++done, total });
+          }));
+      }
       files.push({
         split,
         name: basename(info.path),
@@ -77,11 +110,19 @@ export async function describeDataset(path: string): Promise<DatasetSummary> {
       )
     ? t[1] - t[0]
     : null;
-  let hasStats = false;
+  let hasStats = false, statsError: string | undefined;
   if (layout.statsPath) {
     try {
       hasStats = Deno.statSync(layout.statsPath).isFile;
     } catch { /* absent */ }
+    if (hasStats) {
+      try {
+        readStatsIfPresent(layout.statsPath, layout.root ?? undefined);
+      } catch (e) {
+        if (!(e instanceof DataError)) throw e;
+        statsError = e.message;
+      }
+    }
   }
   const scalarNames = first.scalars.filter((s) => !s.timeVarying).map((s) => s.name);
   return {
@@ -109,8 +150,47 @@ export async function describeDataset(path: string): Promise<DatasetSummary> {
     splits,
     has_stats: hasStats,
     stats_path: layout.statsPath,
+    ...(statsError ? { stats_error: statsError } : {}),
+    ...(opts.check ? { non_finite: nonFinite } : {}),
     files,
   };
+}
+
+/** Reads done by countNonFinite for one file: one per field and trajectory (one for shared fields). */
+function reads(info: WellFileInfo): number {
+  return [...info.fields, ...info.constantFields].reduce(
+    (a, fi) => a + (fi.sampleVarying ? info.nTrajectories : 1),
+    0,
+  );
+}
+
+const BLOCK = 1 << 22; // floats per read: bounds memory to 16 MB however large the files
+
+/** Calls `add(field, count)` with the number of non-finite values of each field, one trajectory at a time. */
+export function countNonFinite(f: H5File, info: WellFileInfo, add: (fi: FieldInfo, n: number) => void): void {
+  for (const fi of [...info.fields, ...info.constantFields]) {
+    const ds = requireDataset(f, `${fi.group}/${fi.name}`, info.path);
+    const shape = shapeOf(ds);
+    const nB = fi.sampleVarying ? info.nTrajectories : 1;
+    for (let b = 0; b < nB; b++) {
+      const lead: [number, number][] = fi.sampleVarying ? [[b, b + 1]] : [];
+      const rest = shape.slice(lead.length + (fi.timeVarying ? 1 : 0)).map(() => [] as []);
+      let n = 0;
+      const count = (v: Float32Array) => {
+        for (let i = 0; i < v.length; i++) if (v[i] - v[i] !== 0) n++;
+      };
+      if (!fi.timeVarying) count(readFloat32(ds, [...lead, ...rest]));
+      else {
+        const T = shape[lead.length];
+        const frame = shape.slice(lead.length + 1).reduce((p, q) => p * q, 1);
+        const block = Math.max(1, Math.floor(BLOCK / frame));
+        for (let t = 0; t < T; t += block) {
+          count(readFloat32(ds, [...lead, [t, Math.min(T, t + block)], ...rest]));
+        }
+      }
+      add(fi, n);
+    }
+  }
 }
 
 const BC_NAMES = ["WALL", "OPEN", "PERIODIC"];
@@ -138,12 +218,18 @@ export function formatSummary(s: DatasetSummary): string {
       `  ${k.padEnd(13)} ${v.files} files, ${v.trajectories} trajectories`
     ),
     `  stats.yaml    ${
-      s.has_stats
+      s.stats_error
+        ? s.stats_error
+        : s.has_stats
         ? s.stats_path
         : s.stats_path
         ? `missing (compute with \`deno task data stats ${s.path}\`)`
         : "n/a"
     }`,
+    ...Object.entries(s.non_finite ?? {}).map(([split, counts]) => {
+      const bad = Object.entries(counts).filter(([, n]) => n > 0);
+      return `  non-finite    ${split}: ${bad.length ? bad.map(([k, n]) => `${k} ${n}`).join(", ") : "none"}`;
+    }),
   ];
   return lines.join("\n");
 }

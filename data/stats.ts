@@ -24,17 +24,38 @@ export type WellStats = Record<StatsKey, Record<string, StatValue>>;
 
 // ---- reading ----
 
-/** Reads and validates stats.yaml; a missing file is a DataError that points to `data stats`. */
+/**
+ * Reads and validates stats.yaml; a missing file is a DataError that points to `data stats`, an invalid one a
+ * DataError that says what is wrong and points to `data stats --force`.
+ */
 export function readStats(path: string, datasetRoot?: string): WellStats {
-  let text: string;
-  try {
-    text = Deno.readTextFileSync(path);
-  } catch {
+  const stats = readStatsIfPresent(path, datasetRoot);
+  if (!stats) {
     throw new DataError(
       `missing ${path}: compute it with \`deno task data stats ${datasetRoot ?? "DATASET_ROOT"}\``,
     );
   }
-  return parseStats(text, path);
+  return stats;
+}
+
+/** Like readStats, but null when the file does not exist; an unreadable or invalid file is still an error. */
+export function readStatsIfPresent(path: string, datasetRoot?: string): WellStats | null {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw new DataError(`cannot read ${path} (${(e as Error).message.split("\n")[0]})`);
+  }
+  try {
+    return parseStats(text, path);
+  } catch (e) {
+    if (!(e instanceof DataError)) throw e;
+    throw new DataError(
+      `invalid stats file: ${e.message}: fix it, or delete it or recompute it with ` +
+        `\`deno task data stats ${datasetRoot ?? "DATASET_ROOT"} --force\``,
+    );
+  }
 }
 
 export function parseStats(text: string, path = "stats.yaml"): WellStats {
@@ -59,6 +80,9 @@ export function parseStats(text: string, path = "stats.yaml"): WellStats {
     out[k] = {};
     for (const [name, x] of Object.entries(v as Record<string, unknown>)) {
       if (!isStatValue(x)) throw new DataError(`${path}: ${k}.${name} is not a number or list of numbers`);
+      if ([x].flat(2).some((y) => !Number.isFinite(y))) {
+        throw new DataError(`${path}: ${k}.${name} is not finite (${[x].flat(2).join(", ")})`);
+      }
       out[k][name] = x;
     }
   }
@@ -72,6 +96,7 @@ export function parseStats(text: string, path = "stats.yaml"): WellStats {
 
 function isStatValue(x: unknown): x is StatValue {
   if (typeof x === "number") return true;
+  if (typeof x === "string" && /^[+-]?(nan|inf)$/i.test(x)) return true; // PyYAML's NAN/INF, refused as not finite
   if (!Array.isArray(x)) return false;
   return x.every((y) => typeof y === "number") ||
     x.every((y) => Array.isArray(y) && y.every((z) => typeof z === "number"));
@@ -261,6 +286,12 @@ export async function computeStats(
       stats[`mean${suffix}`][name] = m.shaped(m.mean, fi.order, D);
       stats[`std${suffix}`][name] = m.shaped(std, fi.order, D);
       stats[`rms${suffix}`][name] = m.shaped(rms, fi.order, D);
+      if ([...m.mean, ...std, ...rms].some((v) => !Number.isFinite(v))) {
+        throw new DataError(
+          `the ${suffix ? "deltas" : "values"} of field '${name}' overflow float64 in the moments: ` +
+            `stats.yaml would not be finite; check the data's scale`,
+        );
+      }
       if (std.some((s) => !(s > 1e-4))) warnings.push(`the std${suffix} of '${name}' is ≤ 1e-4`);
     }
   }
@@ -283,6 +314,7 @@ function accumulateTrajectory(
   const rest = shape.slice(lead.length + (fi.timeVarying ? 1 : 0)).map(() => [] as []);
   if (!fi.timeVarying) {
     const v = readFloat32(ds, [...lead, ...rest]);
+    refuseNonFinite(v, info, fi, b, null, 1);
     x.add(v.length, (i) => v[i]);
     return;
   }
@@ -293,6 +325,7 @@ function accumulateTrajectory(
   for (let t = 0; t < T; t += block) {
     const t1 = Math.min(T, t + block);
     const v = readFloat32(ds, [...lead, [t, t1], ...rest]);
+    refuseNonFinite(v, info, fi, b, t, frame);
     x.add(v.length, (i) => v[i]);
     if (d) {
       // deltas inside the block, then the one across the block boundary
@@ -307,6 +340,28 @@ function accumulateTrajectory(
   }
 }
 
+/** Throws a DataError naming file, field, trajectory and step at the first NaN/±Inf of a block read at step t0. */
+function refuseNonFinite(
+  v: Float32Array,
+  info: WellFileInfo,
+  fi: FieldInfo,
+  b: number,
+  t0: number | null,
+  frame: number,
+): void {
+  for (let i = 0; i < v.length; i++) {
+    if (v[i] - v[i] === 0) continue;
+    const traj = fi.sampleVarying ? ` of trajectory ${b}` : "";
+    const step = t0 === null ? "" : ` at step ${t0 + Math.floor(i / frame)}`;
+    throw new DataError(
+      `${info.path}: field '${fi.name}'${traj} holds ${
+        v[i]
+      }${step}: stats.yaml would not be finite; fix or remove ` +
+        `the file (\`deno task data info PATH --check\` counts non-finite values per field)`,
+    );
+  }
+}
+
 /** Computes and writes `<root>/stats.yaml` (temp name, then rename). Refuses to overwrite unless `force`. */
 export async function writeStats(
   root: string,
@@ -318,7 +373,15 @@ export async function writeStats(
     Deno.statSync(path);
     exists = true;
   } catch { /* absent: the normal case */ }
-  if (exists && !opts.force) throw new DataError(`${path} already exists: pass --force to recompute it`);
+  if (exists && !opts.force) {
+    try {
+      parseStats(Deno.readTextFileSync(path), path);
+    } catch (e) {
+      if (!(e instanceof DataError)) throw e;
+      throw new DataError(`${path} exists but is invalid (${e.message}): pass --force to replace it`);
+    }
+    throw new DataError(`${path} already exists: pass --force to recompute it`);
+  }
   const { stats, warnings } = await computeStats(root, opts);
   const tmp = `${path}.tmp-${Deno.pid}`;
   try {

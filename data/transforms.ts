@@ -7,7 +7,8 @@
  *   those datasets, including the built-in Euler simulator's, whose dataset_name starts with
  *   `euler_multi_quadrants`.
  * - "stats": The Well's ZScoreNormalization from stats.yaml, T = identity, s = max(std, 1e-4), for any other
- *   dataset.
+ *   dataset. A std of exactly 0 (a field constant over the train split) is an error, not a silent floor: dividing
+ *   by 1e-4 blows any variation up 10⁴-fold (a density VRMSE of 541 in practice).
  * Both act in place on channels-first data (…, C, S) and `denormalize` is the exact inverse (up to float32).
  *
  * θ = [constant scalars in field_names order (Rayleigh and Prandtl log-transformed, as lola's LogScalars);
@@ -116,14 +117,34 @@ export class Normalizer {
       return new Normalizer({ ...preset, channels: ds.channels, source: "method" });
     }
     if (!stats) {
+      if (!opts.statsPath) {
+        throw new DataError(
+          `dataset '${ds.datasetName}' needs stats.yaml for normalization, but its files are not inside a dataset ` +
+            `root (ROOT/data/<split>/*.hdf5 beside ROOT/stats.yaml): pass the dataset root`,
+        );
+      }
       throw new DataError(
-        `missing ${opts.statsPath ?? "stats.yaml"}: compute it with \`deno task data stats ${
+        `missing ${opts.statsPath}: compute it with \`deno task data stats ${
           opts.datasetRoot ?? "DATASET_ROOT"
         }\``,
       );
     }
     const mean = channelStats(stats, "mean", ds.fields, opts.statsPath);
-    const std = channelStats(stats, "std", ds.fields, opts.statsPath).map((s) => Math.max(s, 1e-4));
+    const rawStd = channelStats(stats, "std", ds.fields, opts.statsPath);
+    rawStd.forEach((s, c) => {
+      if (!(s > 0)) {
+        throw new DataError(
+          `${opts.statsPath ?? "stats.yaml"}: the std of channel '${
+            ds.channels[c]
+          }' is ${s}: the channel is ` +
+            `constant over the train split, so z-score normalization cannot scale it; check the data and ` +
+            `recompute stats.yaml with \`deno task data stats ${
+              opts.datasetRoot ?? "DATASET_ROOT"
+            } --force\``,
+        );
+      }
+    });
+    const std = rawStd.map((s) => Math.max(s, 1e-4));
     return new Normalizer({
       channels: ds.channels,
       transforms: ds.channels.map(() => null),

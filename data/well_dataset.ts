@@ -10,6 +10,7 @@
  * - Window i ↦ (file, trajectory, t0) with W_f = T_f − (L−1)·Δ windows per trajectory; a window longer than any
  *   trajectory is an error at open time, not at read time.
  * - File handles come from a bounded pool (`maxOpenFiles`); `close()` releases them.
+ * - With `checkFinite`, no window or frame holding NaN/±Inf is handed out: reading it throws a one-line DataError.
  */
 import { basename, dirname, join } from "node:path";
 import { DataError } from "./errors.ts";
@@ -98,7 +99,18 @@ function splitKey(dir: string): string {
 export async function readSplitInfo(files: string[]): Promise<WellFileInfo[]> {
   await ensureH5();
   const infos: WellFileInfo[] = [];
-  for (const p of files) infos.push(await withH5(p, (f) => readWellFileInfo(f, p)));
+  for (const p of files) {
+    try {
+      infos.push(await withH5(p, (f) => readWellFileInfo(f, p)));
+    } catch (e) {
+      if (e instanceof DataError) throw e;
+      // h5wasm's own failure on a damaged file: name the file, whatever the library said
+      throw new DataError(
+        `${p} could not be read (${String((e as Error)?.message ?? e).split("\n")[0]}): ` +
+          `the file may be truncated or corrupt; replace it or move it out of the split`,
+      );
+    }
+  }
   const a = infos[0];
   for (const b of infos.slice(1)) {
     const differs = (what: string, x: unknown, y: unknown) => {
@@ -126,6 +138,11 @@ export interface WellDatasetOptions {
   /** Steps between consecutive frames of a window, Δ (default 1). */
   stride?: number;
   maxOpenFiles?: number;
+  /**
+   * Check every window and frame read for NaN/±Inf and throw a DataError naming file, field, trajectory and
+   * step (one pass over the values read: cheap next to reading them). Off by default; training turns it on.
+   */
+  checkFinite?: boolean;
 }
 
 export interface WellWindow {
@@ -144,6 +161,7 @@ export class WellDataset {
   readonly nSteps: number;
   readonly stride: number;
   readonly windowsPerTrajectory: number[];
+  readonly checkFinite: boolean;
   /** Cumulative window offsets per file; offsets[f] is the index of file f's first window. */
   private readonly offsets: number[];
   private readonly pool: H5Pool;
@@ -156,6 +174,7 @@ export class WellDataset {
   ) {
     this.nSteps = opts.nSteps ?? 1;
     this.stride = opts.stride ?? 1;
+    this.checkFinite = opts.checkFinite ?? false;
     if (!(Number.isInteger(this.nSteps) && this.nSteps >= 1)) {
       throw new DataError(`window length must be ≥ 1`);
     }
@@ -240,6 +259,7 @@ export class WellDataset {
     const data = out ?? new Float32Array(this.windowSize);
     const info = this.files[fileIndex];
     readWindowInto(this.pool.get(info.path), info, trajectory, t0, this.nSteps, this.stride, data, offset);
+    if (this.checkFinite) assertFinite(data, offset, this.nSteps, info, trajectory, t0, this.stride);
     return {
       data,
       shape: this.windowShape,
@@ -270,6 +290,7 @@ export class WellDataset {
     const S = this.spatialShape.reduce((a, b) => a * b, 1);
     const out = new Float32Array(nFrames * this.channels.length * S);
     readWindowInto(this.pool.get(info.path), info, trajectory, t0, nFrames, stride, out, 0);
+    if (this.checkFinite) assertFinite(out, 0, nFrames, info, trajectory, t0, stride);
     return out;
   }
 
@@ -296,5 +317,40 @@ export class WellDataset {
 
   close(): void {
     this.pool.closeAll();
+  }
+}
+
+/**
+ * Throws a DataError when the (nFrames, C, N1, …, ND) frames at data[offset…] hold a NaN or ±Inf, naming the
+ * file, field, trajectory and step (and time, when the file has a shared time grid) of the first one.
+ */
+export function assertFinite(
+  data: Float32Array,
+  offset: number,
+  nFrames: number,
+  info: WellFileInfo,
+  trajectory: number,
+  t0: number,
+  stride = 1,
+): void {
+  const S = info.spatialShape.reduce((a, b) => a * b, 1), C = info.channels.length;
+  const end = offset + nFrames * C * S;
+  for (let i = offset; i < end; i++) {
+    const v = data[i];
+    if (v - v === 0) continue;
+    const k = Math.floor((i - offset) / S), l = Math.floor(k / C), c = k % C;
+    let field = info.channels[c];
+    for (let c0 = 0, j = 0; j < info.fields.length; c0 += info.fields[j++].channels.length) {
+      if (c < c0 + info.fields[j].channels.length) {
+        field = info.fields[j].name;
+        break;
+      }
+    }
+    const step = t0 + l * stride;
+    const time = info.time && step < info.time.length ? ` (t = ${+info.time[step].toPrecision(6)})` : "";
+    throw new DataError(
+      `${info.path}: field '${field}' of trajectory ${trajectory} holds ${v} at step ${step}${time}: ` +
+        `fix or remove the file (\`deno task data info PATH --check\` counts non-finite values per field)`,
+    );
   }
 }

@@ -74,6 +74,27 @@ Deno.test("cli: data stats writes stats.yaml, then refuses to overwrite it", asy
   });
 });
 
+Deno.test("cli: an invalid stats.yaml is reported as invalid (not missing) and replaced with --force", async () => {
+  await withTempDir(async (dir) => {
+    await writeDatasetRoot(dir, { train: [{ name: "a.hdf5", opts: { datasetName: "custom_physics" } }] });
+    Deno.writeTextFileSync(join(dir, "stats.yaml"), "mean: {density: .nan}\nstd: {density: 1.0}\n");
+    const info = await run(["info", dir]);
+    assert.match(
+      info.out,
+      /stats\.yaml +invalid stats file: .*mean\.density is not finite.*data stats .* --force/,
+    );
+    const refused = await run(["stats", dir]);
+    assert.equal(refused.code, 1);
+    assert.match(
+      refused.err,
+      /^error: .*stats\.yaml exists but is invalid \(.*not finite \(NaN\)\): pass --force to replace it$/,
+    );
+    const forced = await run(["stats", dir, "--force"]);
+    assert.equal(forced.code, 0, forced.err);
+    assert.equal(JSON.parse((await run(["info", dir, "--json"])).out).stats_error, undefined);
+  });
+});
+
 Deno.test("cli: bad inputs print one error line and return 1", async () => {
   await withTempDir(async (dir) => {
     Deno.writeTextFileSync(join(dir, "x.hdf5"), "not hdf5");
