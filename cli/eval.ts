@@ -1,0 +1,109 @@
+/**
+ * `deno task eval compare PRED TRUTH [--json] [--fields a,b]`: The Well's and the paper's metrics between two
+ * files in The Well's layout (the computing is eval/compare.ts and eval/metrics.ts; this file parses and prints).
+ *
+ * Invariants: `--json` prints exactly one JSON object on stdout, `{fields, times, well, paper}` with
+ * `well[metric][field]` and `paper[metric][field]` one value per time (NaN, e.g. a spectral band with no bins on
+ * a tiny grid, prints as null); progress goes to stderr; bad input is one thrown line (cli/main.ts prints it).
+ */
+import { compareWellFiles, type Comparison } from "../eval/compare.ts";
+import { initDevice } from "../engine/index.ts";
+import { parseFlags, UsageError } from "./args.ts";
+
+const USAGE = `usage: deno task eval <command> [options]
+
+commands:
+  compare PRED TRUTH [--json] [--fields a,b]   metrics between two Well-format HDF5 files
+
+run \`deno task eval compare --help\` for its options.`;
+
+const COMPARE_HELP = `usage: deno task eval compare PRED TRUTH [--json] [--fields a,b]
+
+Metrics of the predictions in PRED against the ground truth in TRUTH, both HDF5 files in The Well's layout
+(same fields, grid and number of steps), per field and per lead time (step index), averaged over trajectories.
+
+Ensembles: if PRED holds K times as many trajectories as TRUTH, the members of truth trajectory b are PRED
+trajectories b·K … b·K+K−1 (K = 1: one prediction per trajectory).
+
+Metrics, in physical units as stored:
+  The Well's (ensemble mean as the prediction): MSE RMSE MAE NMSE NRMSE VMSE VRMSE LInfinity PearsonR
+    spectral_error_mse_per_bin_{0,1,2} spectral_error_nmse_per_bin_{0,1,2}
+  the paper's: RMSE NRMSE VRMSE spread spread_skill spectrum_error_{low,mid,high,sub} cross_error_{…}
+
+options:
+  --json          print one JSON object {fields, times, well: {metric: {field: [per time]}}, paper: {…}}
+  --fields LIST   comma-separated channel names (momentum_x) or field names (momentum); default all
+  --help          this text`;
+
+export async function evalCommand(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (!sub || sub === "--help" || sub === "-h") {
+    console.log(USAGE);
+    return sub ? 0 : 2;
+  }
+  if (sub !== "compare") throw new UsageError(`unknown eval command '${sub}' (try --help)`);
+  const { values, positionals } = parseFlags(
+    rest,
+    { json: { type: "boolean" }, fields: { type: "string" }, help: { type: "boolean", short: "h" } },
+    { allowPositionals: true, command: "eval compare" },
+  );
+  if (values.help) {
+    console.log(COMPARE_HELP);
+    return 0;
+  }
+  if (positionals.length !== 2) {
+    throw new UsageError("eval compare takes two paths, PRED and TRUTH (see --help)");
+  }
+  const fields = values.fields?.split(",").map((s) => s.trim()).filter(Boolean);
+  if (values.fields !== undefined && !fields?.length) {
+    throw new UsageError("--fields needs at least one name");
+  }
+  Deno.env.set("LOLA_QUIET", Deno.env.get("LOLA_QUIET") ?? (values.json ? "1" : ""));
+  const r = await compareWellFiles(positionals[0], positionals[1], {
+    fields,
+    // Bad files fail before the (slow) device start.
+    beforeCompute: async () => void (await initDevice()),
+    onTrajectory: (done, total) => console.error(`eval compare: trajectory ${done}/${total}`),
+  });
+  if (values.json) {
+    const clean = (x: unknown) => (typeof x === "number" && !Number.isFinite(x) ? null : x);
+    console.log(JSON.stringify(
+      { fields: r.fields, times: r.times, well: r.well, paper: r.paper },
+      (_, v) => clean(v),
+    ));
+  } else printTables(r);
+  return 0;
+}
+
+const COLUMNS: [string, "well" | "paper", string][] = [
+  ["RMSE", "well", "RMSE"],
+  ["VRMSE", "well", "VRMSE"],
+  ["LInf", "well", "LInfinity"],
+  ["PearsonR", "well", "PearsonR"],
+  ["spread", "paper", "spread"],
+  ["spr/skill", "paper", "spread_skill"],
+  ["spec low", "paper", "spectrum_error_low"],
+  ["spec mid", "paper", "spectrum_error_mid"],
+  ["spec high", "paper", "spectrum_error_high"],
+];
+
+/** One table per field: a row per lead time, a few key columns (all metrics are in --json). */
+function printTables(r: Comparison): void {
+  console.log(
+    `${r.trajectories} trajectories × ${r.members} member(s), ${r.times.length} steps; all metrics: --json`,
+  );
+  const num = (x: number) => (Number.isFinite(x) ? x.toPrecision(4) : "-");
+  for (const field of r.fields) {
+    const head = ["t", "time", ...COLUMNS.map((c) => c[0])];
+    const rows = r.times.map((time, t) => [
+      String(t),
+      num(time),
+      ...COLUMNS.map(([, suite, name]) => num(r[suite][name][field][t])),
+    ]);
+    const w = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
+    const line = (cells: string[]) => cells.map((c, i) => c.padStart(w[i])).join("  ");
+    console.log(`\n${field}`);
+    console.log(line(head));
+    for (const row of rows) console.log(line(row));
+  }
+}
