@@ -3,13 +3,13 @@
  * `default` autoencoder after fixed step counts for (1) Adam without identity init, (2) Adam with it, (3) PSGD
  * with it. Same seed, data order and step budget for all three. Prints a Markdown table and writes JSON.
  *
- *   deno run -A eval/ae_table4.ts [--steps-per-epoch 32] [--epochs 4] [--out runs/table4]
+ *   deno run -A bench/ae_table4.ts [--steps-per-epoch 32] [--epochs 4] [--out runs/table4]
  */
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { initDevice } from "../engine/index.ts";
 import { ensureDefaultDataset } from "../data/default_dataset.ts";
-import { type TrainAeConfig, trainAutoencoder } from "../models/train_ae.ts";
+import { type TrainAeConfig, trainAutoencoder } from "../train/ae.ts";
 
 const { values: v } = parseArgs({
   args: Deno.args,

@@ -1,22 +1,24 @@
 /**
- * `deno task train [ae|mlp]`: training entry points. With no stage it trains the autoencoder on the built-in
- * dataset with the `default` preset (the first stage of the pipeline). `train mlp` is the engine's smallest real
- * training demo. The CLI parses and validates; models/train_ae.ts and models/mlp_demo.ts compute.
+ * `deno task train [ae|dm|solver|mlp]`: the training stages. With no stage it trains the autoencoder on the
+ * built-in dataset with the `default` preset. The CLI parses and validates; train/ computes.
  */
-import { parseArgs } from "node:util";
 import { initDevice, profileReport } from "../engine/index.ts";
 import { profilingEnabled } from "../engine/profile.ts";
 import { ensureDefaultDataset } from "../data/default_dataset.ts";
-import { runMlpDemo } from "../models/mlp_demo.ts";
-import { type TrainAeConfig, trainAutoencoder } from "../models/train_ae.ts";
+import { runMlpDemo } from "../train/mlp.ts";
+import { type TrainAeConfig, trainAutoencoder } from "../train/ae.ts";
+import { trainEmulator, type TrainEmulatorConfig, type TransformerPreset } from "../train/emulator.ts";
+import type { LoopEvents } from "../train/loop.ts";
 import { AE_PRESETS } from "../models/autoencoder_config.ts";
+import { nonNegativeInt, oneOf, parseFlags, positiveInt, positiveNumber, UsageError } from "./args.ts";
 import { Progress } from "./progress.ts";
+import { listenForStop } from "./signals.ts";
 
 const AE_HELP = `usage: deno task train [ae] [options]
 
 Trains the convolutional autoencoder (method §1) with PSGD-Kron: cosine learning rate per epoch, gradient
 clipping at 1.0, non-finite steps skipped, validation VRMSE per field and a figure each epoch, a checkpoint each
-epoch and on Ctrl-C. Without --data it uses the built-in Euler dataset (generated on first use, ~1 min).
+epoch and on Ctrl-C or SIGTERM. Without --data it uses the built-in Euler dataset (generated on first use).
 
 options:
   --preset NAME            ${Object.keys(AE_PRESETS).join(" | ")} (default: default)
@@ -33,6 +35,40 @@ options:
   --seed S                 (default 0)
   --out DIR                run directory (default runs/ae)
   --resume                 continue the run in --out exactly where its checkpoint left it
+  --override               with --resume: accept changed settings (recorded in config.json)
+  --log-every N            read the loss back every N steps (default 8)`;
+
+const EMU_HELP = `usage: deno task train dm --ae RUN [options]
+       deno task train solver --ae RUN [options]
+       deno task train solver --pixel [--data PATH] [options]
+
+Trains an emulator (method §3, §6) with AdamW (β 0.9/0.99, eps 1e-8, no weight decay), a cosine learning rate
+per epoch, clipping at 1.0 and non-finite steps skipped, on windows of --window frames spaced by --stride raw
+steps with random context masks. dm: the latent diffusion denoiser; solver: the deterministic latent solver;
+solver --pixel: the pixel-space solver on standardised frames cut into --patch × --patch patches. The latent
+stages read the autoencoder run's latent cache (<RUN>/cache, written first when missing). Each epoch: the
+validation loss (fixed noise and masks); checkpoint.safetensors (last), best.safetensors (lowest validation
+loss), model.safetensors (reference state-dict names), config.json, metrics.jsonl.
+
+options:
+  --ae RUN                 autoencoder run folder (latent stages)
+  --pixel                  (solver) train the pixel-space solver instead
+  --data PATH              Well dataset (pixel solver; default: the built-in dataset)
+  --preset NAME            tiny | default | small | large (default: default)
+  --epochs N               (default 10)
+  --steps-per-epoch N      (default 32)
+  --steps N                total steps instead of --epochs (rounded up to whole epochs)
+  --batch N                (default 8)
+  --lr X                   (default 1e-3 for the default preset, 1e-4 otherwise, the paper's)
+  --window L               frames per window (default 5)
+  --stride S               raw steps between frames (default 4)
+  --patch P                (pixel) patch size (default 8)
+  --mask-prior code|paper  context masks: lola's code (default) or the paper's text (Poisson(2), forward)
+  --schedule ve|rf         noise schedule parameterisation (default ve, the reference's; same model)
+  --seed S                 (default 0)
+  --out DIR                run directory (default runs/dm, runs/solver or runs/pixel)
+  --resume                 continue the run in --out exactly where its checkpoint left it
+  --override               with --resume: accept changed settings (recorded in config.json)
   --log-every N            read the loss back every N steps (default 8)`;
 
 const MLP_HELP = `usage: deno task train mlp [--steps N] [--lr X] [--hidden N] [--seed S] [--out runs/NAME]
@@ -40,140 +76,233 @@ const MLP_HELP = `usage: deno task train mlp [--steps N] [--lr X] [--hidden N] [
 Trains a 2-layer MLP regression with Adam on the GPU (a smoke test of the engine on this machine) and writes
 metrics.jsonl (one JSON object per logged step) and config.json under --out.`;
 
-function positive(name: string, v: string | undefined, integer = true): number {
-  const n = Number(v);
-  if (v === undefined || !Number.isFinite(n) || n <= 0 || (integer && !Number.isInteger(n))) {
-    throw new Error(`--${name} must be a positive ${integer ? "integer" : "number"}, got '${v}'`);
-  }
-  return n;
-}
-
 export async function trainCommand(args: string[]): Promise<number> {
   const stage = args[0] && !args[0].startsWith("-") ? args.shift()! : "ae";
   if (stage === "mlp") return await trainMlp(args);
   if (stage === "ae") return await trainAe(args);
-  throw new Error(`unknown training stage '${stage}' (available: ae, mlp)`);
+  if (stage === "dm" || stage === "solver") return await trainEmu(stage, args);
+  throw new UsageError(`unknown training stage '${stage}' (available: ae, dm, solver, mlp)`);
+}
+
+function epochsFrom(v: { steps?: string; epochs?: string }, spe: number): number {
+  if (v.steps && v.epochs) throw new UsageError(`give --epochs or --steps, not both`);
+  return v.steps ? Math.ceil(positiveInt("steps", v.steps) / spe) : positiveInt("epochs", v.epochs, 10);
+}
+
+async function defaultData(): Promise<string> {
+  let bar: Progress | null = null;
+  return await ensureDefaultDataset({
+    onStart: (p) => console.error(`generating the built-in Euler dataset in ${p} (first use only)`),
+    onProgress: (p) => (bar ??= new Progress("simulate", p.total, "traj")).update(p.done),
+  });
+}
+
+/** Runs one stage with a progress bar and stop signals; returns the exit code. */
+async function withLoop<R extends { stopped: boolean }>(
+  label: string,
+  total: number,
+  run: (ev: LoopEvents) => Promise<R>,
+  done: (res: R) => void,
+): Promise<number> {
+  const stop = listenForStop();
+  const bar = new Progress(label, total, "step");
+  try {
+    const res = await run({
+      onStep: (n, _t, info) => bar.update(n, info),
+      onLog: (line) => console.error(line),
+      shouldStop: stop.shouldStop,
+    });
+    done(res);
+    if (profilingEnabled()) console.log(`\nGPU time per kernel (LOLA_PROFILE=1):\n${await profileReport()}`);
+    return res.stopped ? stop.exitCode() || 130 : 0;
+  } finally {
+    stop.dispose();
+  }
 }
 
 async function trainAe(args: string[]): Promise<number> {
-  const { values: v } = parseArgs({
-    args,
-    options: {
-      preset: { type: "string", default: "default" },
-      data: { type: "string" },
-      "latent-channels": { type: "string", default: "16" },
-      epochs: { type: "string" },
-      "steps-per-epoch": { type: "string", default: "32" },
-      steps: { type: "string" },
-      batch: { type: "string", default: "8" },
-      lr: { type: "string" },
-      optimizer: { type: "string", default: "psgd" },
-      loss: { type: "string", default: "vrmse" },
-      "no-identity-init": { type: "boolean", default: false },
-      seed: { type: "string", default: "0" },
-      out: { type: "string", default: "runs/ae" },
-      resume: { type: "boolean", default: false },
-      "log-every": { type: "string", default: "8" },
-      help: { type: "boolean", default: false },
-    },
-  });
+  const { values: v } = parseFlags(args, {
+    preset: { type: "string", default: "default" },
+    data: { type: "string" },
+    "latent-channels": { type: "string" },
+    epochs: { type: "string" },
+    "steps-per-epoch": { type: "string" },
+    steps: { type: "string" },
+    batch: { type: "string" },
+    lr: { type: "string" },
+    optimizer: { type: "string", default: "psgd" },
+    loss: { type: "string", default: "vrmse" },
+    "no-identity-init": { type: "boolean", default: false },
+    seed: { type: "string" },
+    out: { type: "string", default: "runs/ae" },
+    resume: { type: "boolean", default: false },
+    override: { type: "boolean", default: false },
+    "log-every": { type: "string" },
+    help: { type: "boolean", default: false },
+  }, { command: "train ae" });
   if (v.help) {
     console.log(AE_HELP);
     return 0;
   }
-  if (!AE_PRESETS[v.preset]) throw new Error(`--preset must be one of ${Object.keys(AE_PRESETS).join(", ")}`);
-  if (v.optimizer !== "psgd" && v.optimizer !== "adam") throw new Error(`--optimizer must be psgd or adam`);
-  if (!["vrmse", "vmse", "l1"].includes(v.loss)) throw new Error(`--loss must be vrmse, vmse or l1`);
-  if (v.steps && v.epochs) throw new Error(`give --epochs or --steps, not both`);
-  const spe = positive("steps-per-epoch", v["steps-per-epoch"]);
-  const epochs = v.steps
-    ? Math.ceil(positive("steps", v.steps) / spe)
-    : v.epochs
-    ? positive("epochs", v.epochs)
-    : 10;
-  const seed = Number(v.seed);
-  if (!Number.isInteger(seed) || seed < 0) {
-    throw new Error(`--seed must be a non-negative integer, got '${v.seed}'`);
-  }
-  await initDevice();
-  let data = v.data;
-  if (!data) {
-    let bar: Progress | null = null;
-    data = await ensureDefaultDataset({
-      onStart: (p) => console.error(`generating the built-in Euler dataset in ${p} (first use only)`),
-      onProgress: (p) => (bar ??= new Progress("simulate", p.total, "traj")).update(p.done),
-    });
-  }
+  oneOf("preset", v.preset, Object.keys(AE_PRESETS));
+  const optimizer = oneOf("optimizer", v.optimizer, ["psgd", "adam"] as const);
+  const loss = oneOf("loss", v.loss, ["vrmse", "vmse", "l1"] as const);
+  const spe = positiveInt("steps-per-epoch", v["steps-per-epoch"], 32);
   const cfg: TrainAeConfig = {
     preset: v.preset,
-    data,
-    latentChannels: positive("latent-channels", v["latent-channels"]),
-    epochs,
+    data: "",
+    latentChannels: positiveInt("latent-channels", v["latent-channels"], 16),
+    epochs: epochsFrom(v, spe),
     stepsPerEpoch: spe,
-    batch: positive("batch", v.batch),
-    lr: v.lr ? positive("lr", v.lr, false) : v.optimizer === "psgd" ? 3e-4 : 1e-3,
-    optimizer: v.optimizer,
-    loss: v.loss as TrainAeConfig["loss"],
-    seed,
+    batch: positiveInt("batch", v.batch, 8),
+    lr: positiveNumber("lr", v.lr, optimizer === "psgd" ? 3e-4 : 1e-3),
+    optimizer,
+    loss,
+    seed: nonNegativeInt("seed", v.seed, 0),
     out: v.out,
     identityInit: !v["no-identity-init"],
     validBatches: 4,
-    logEvery: positive("log-every", v["log-every"]),
+    logEvery: positiveInt("log-every", v["log-every"], 8),
     maxNorm: 1,
     resume: v.resume,
+    override: v.override,
   };
-  let stop = false;
-  const onSigint = () => {
-    if (stop) Deno.exit(130);
-    stop = true;
-    console.error("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to quit at once)");
-  };
-  Deno.addSignalListener("SIGINT", onSigint);
-  const bar = new Progress("train ae", cfg.epochs * cfg.stepsPerEpoch, "step");
-  try {
-    const res = await trainAutoencoder(cfg, {
-      onStep: (done, _total, info) => bar.update(done, info),
-      onLog: (line) => console.error(line),
-      shouldStop: () => stop,
-    });
-    const val = res.lastValidation ? ` · valid VRMSE ${res.lastValidation.mean.toFixed(4)}` : "";
-    console.log(
-      `${res.stopped ? "stopped" : "trained"} ${res.epochsDone} epochs in ${res.seconds.toFixed(0)} s${val}`,
-    );
-    console.log(
-      `wrote ${cfg.out}/{config.json, metrics.jsonl, checkpoint.safetensors, model.safetensors, figures/}`,
-    );
-    if (res.stopped) {
-      console.log(`continue with: deno task train ae --out ${cfg.out} --resume (same options)`);
-    }
-    if (profilingEnabled()) console.log(`\nGPU time per kernel (LOLA_PROFILE=1):\n${await profileReport()}`);
-    return res.stopped ? 130 : 0;
-  } finally {
-    Deno.removeSignalListener("SIGINT", onSigint);
-  }
+  await initDevice();
+  cfg.data = v.data ?? await defaultData();
+  return await withLoop(
+    "train ae",
+    cfg.epochs * cfg.stepsPerEpoch,
+    (ev) => trainAutoencoder(cfg, ev),
+    (res) => {
+      const val = res.lastValidation ? ` · valid VRMSE ${res.lastValidation.mean.toFixed(4)}` : "";
+      console.log(
+        `${res.stopped ? "stopped" : "trained"} ${res.epochsDone} epochs in ${
+          res.seconds.toFixed(0)
+        } s${val}`,
+      );
+      console.log(
+        `wrote ${cfg.out}/{config.json, metrics.jsonl, checkpoint.safetensors, model.safetensors, figures/}`,
+      );
+      if (res.stopped) {
+        console.log(
+          `continue with: deno task train ae --out ${cfg.out} --resume (same options)`,
+        );
+      }
+    },
+  );
 }
 
-async function trainMlp(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      steps: { type: "string", default: "2000" },
-      lr: { type: "string", default: "0.02" },
-      hidden: { type: "string", default: "64" },
-      seed: { type: "string", default: "0" },
-      out: { type: "string", default: "runs/mlp" },
-      help: { type: "boolean", default: false },
+async function trainEmu(stage: "dm" | "solver", args: string[]): Promise<number> {
+  const { values: v } = parseFlags(args, {
+    ae: { type: "string" },
+    pixel: { type: "boolean", default: false },
+    data: { type: "string" },
+    preset: { type: "string", default: "default" },
+    epochs: { type: "string" },
+    "steps-per-epoch": { type: "string" },
+    steps: { type: "string" },
+    batch: { type: "string" },
+    lr: { type: "string" },
+    window: { type: "string" },
+    stride: { type: "string" },
+    patch: { type: "string" },
+    "mask-prior": { type: "string", default: "code" },
+    schedule: { type: "string", default: "ve" },
+    seed: { type: "string" },
+    out: { type: "string" },
+    resume: { type: "boolean", default: false },
+    override: { type: "boolean", default: false },
+    "log-every": { type: "string" },
+    help: { type: "boolean", default: false },
+  }, { command: `train ${stage}` });
+  if (v.help) {
+    console.log(EMU_HELP);
+    return 0;
+  }
+  if (v.pixel && stage !== "solver") throw new UsageError(`--pixel applies to \`train solver\` only`);
+  const kind = v.pixel ? "pixel" : stage;
+  if (kind !== "pixel" && !v.ae) {
+    throw new UsageError(`train ${stage} needs --ae RUN, the folder of a trained autoencoder (see --help)`);
+  }
+  const preset = oneOf(
+    "preset",
+    v.preset,
+    ["tiny", "default", "small", "large"] as const,
+  ) as TransformerPreset;
+  const spe = positiveInt("steps-per-epoch", v["steps-per-epoch"], 32);
+  const cfg: TrainEmulatorConfig = {
+    stage: kind,
+    ae: v.ae,
+    data: v.data,
+    preset,
+    epochs: epochsFrom(v, spe),
+    stepsPerEpoch: spe,
+    batch: positiveInt("batch", v.batch, 8),
+    lr: positiveNumber("lr", v.lr, DEFAULT_EMULATOR_LR[preset]),
+    seed: nonNegativeInt("seed", v.seed, 0),
+    out: v.out ?? `runs/${kind}`,
+    window: positiveInt("window", v.window, 5),
+    stride: positiveInt("stride", v.stride, 4),
+    maskPrior: oneOf("mask-prior", v["mask-prior"], ["code", "paper"] as const),
+    patch: positiveInt("patch", v.patch, 8),
+    schedule: oneOf("schedule", v.schedule, ["ve", "rf"] as const),
+    validBatches: 4,
+    logEvery: positiveInt("log-every", v["log-every"], 8),
+    maxNorm: 1,
+    resume: v.resume,
+    override: v.override,
+  };
+  await initDevice();
+  if (kind === "pixel" && !cfg.data) cfg.data = await defaultData();
+  return await withLoop(
+    `train ${kind}`,
+    cfg.epochs * cfg.stepsPerEpoch,
+    (ev) => trainEmulator(cfg, ev),
+    (res) => {
+      const val = res.validLoss !== null ? ` · valid loss ${res.validLoss.toPrecision(4)}` : "";
+      console.log(
+        `${res.stopped ? "stopped" : "trained"} ${res.epochsDone} epochs in ${
+          res.seconds.toFixed(0)
+        } s${val}`,
+      );
+      console.log(
+        `wrote ${cfg.out}/{config.json, metrics.jsonl, checkpoint.safetensors, best.safetensors, model.safetensors}`,
+      );
+      if (res.stopped) {
+        console.log(
+          `continue with: deno task train ${stage} --out ${cfg.out} --resume (same options)`,
+        );
+      }
     },
-  });
+  );
+}
+
+/** Learning rates by preset: the paper's 1e-4 at its sizes; `default`/`tiny` from the sweep in the README. */
+export const DEFAULT_EMULATOR_LR: Record<TransformerPreset, number> = {
+  tiny: 1e-3,
+  default: 1e-3,
+  small: 1e-4,
+  large: 1e-4,
+};
+
+async function trainMlp(args: string[]): Promise<number> {
+  const { values } = parseFlags(args, {
+    steps: { type: "string" },
+    lr: { type: "string" },
+    hidden: { type: "string" },
+    seed: { type: "string" },
+    out: { type: "string", default: "runs/mlp" },
+    help: { type: "boolean", default: false },
+  }, { command: "train mlp" });
   if (values.help) {
     console.log(MLP_HELP);
     return 0;
   }
   const cfg = {
-    steps: positive("steps", values.steps),
-    lr: positive("lr", values.lr, false),
-    hidden: positive("hidden", values.hidden),
-    seed: Number(values.seed),
+    steps: positiveInt("steps", values.steps, 2000),
+    lr: positiveNumber("lr", values.lr, 0.02),
+    hidden: positiveInt("hidden", values.hidden, 64),
+    seed: nonNegativeInt("seed", values.seed, 0),
     out: values.out,
   };
   const bar = new Progress("train mlp", cfg.steps, "step");

@@ -23,63 +23,39 @@ import {
   Tensor,
 } from "../engine/index.ts";
 import { conv2d, conv3d } from "../engine/ops/conv.ts";
-import { hostRng } from "../engine/random.ts";
 import { channel_norm } from "../engine/ops/channel_norm.ts";
 import { depth_to_space, space_to_depth } from "../engine/ops/space_to_depth.ts";
-import {
-  type AutoencoderConfig,
-  autoencoderParams,
-  downFactor,
-  type ParamSpec,
-} from "./autoencoder_config.ts";
-
-/** Host values of one parameter per its initialiser (method §1.4–1.5). */
-export function initValues(spec: ParamSpec, rand: () => number): Float32Array {
-  const n = spec.shape.reduce((a, b) => a * b, 1);
-  const out = new Float32Array(n);
-  const init = spec.init;
-  if (init.kind === "zeros") return out;
-  const scale = init.kind === "uniform" ? init.scale ?? 1 : 0.01;
-  for (let i = 0; i < n; i++) out[i] = scale * init.bound * (2 * rand() - 1);
-  if (init.kind === "pseudo_identity") {
-    // E[o, o mod C_in, centre] = 1: passes (and cyclically repeats) the input channels.
-    const [cout, cin] = spec.shape;
-    const taps = n / (cout * cin);
-    const centre = (taps - 1) / 2;
-    for (let o = 0; o < cout; o++) out[(o * cin + (o % cin)) * taps + centre] += 1;
-  }
-  return out;
-}
+import { type AutoencoderConfig, autoencoderParams, downFactor } from "./autoencoder_config.ts";
+import { ParamTable } from "./params.ts";
 
 export interface ForwardOptions {
   training: boolean;
 }
 
 export class Autoencoder {
-  readonly params = new Map<string, Tensor>();
+  private readonly table: ParamTable;
   readonly gen: Generator;
 
   constructor(readonly cfg: AutoencoderConfig, seed = 0) {
-    const rand = hostRng(seed);
-    for (const spec of autoencoderParams(cfg)) {
-      this.params.set(spec.name, Tensor.parameter(initValues(spec, rand), spec.shape, spec.name));
-    }
+    this.table = new ParamTable(autoencoderParams(cfg), seed, "autoencoder");
     this.gen = new Generator(seed + 1);
   }
 
+  get params(): Map<string, Tensor> {
+    return this.table.params;
+  }
+
   parameters(): Tensor[] {
-    return [...this.params.values()];
+    return this.table.parameters();
   }
 
   /** Tensors of the reference state dict (parameters; the 0-d `norm.eps` buffers are added by the writer). */
   stateDict(): Record<string, Tensor> {
-    return Object.fromEntries(this.params);
+    return this.table.stateDict();
   }
 
   private p(name: string): Tensor {
-    const t = this.params.get(name);
-    if (!t) throw new Error(`autoencoder has no parameter ${name}`);
-    return t;
+    return this.table.get(name);
   }
 
   private conv(x: Tensor, name: string): Tensor {
@@ -156,9 +132,6 @@ export class Autoencoder {
   }
 
   dispose(): void {
-    for (const t of this.params.values()) {
-      t.grad?.dispose();
-      t.dispose();
-    }
+    this.table.dispose();
   }
 }

@@ -3,6 +3,7 @@
  * reference state dict (spec/state-dict-keys.md) with each tensor's initialiser. Pure functions: counting the
  * paper's 237 M-parameter presets allocates nothing on the GPU.
  */
+import { countSpecs, type Init, type ParamSpec } from "./params.ts";
 
 export interface AutoencoderConfig {
   /** Pixel channels C_p (fields of the dataset). */
@@ -22,16 +23,7 @@ export interface AutoencoderConfig {
   identityInit: boolean;
 }
 
-export type Init =
-  | { kind: "uniform"; bound: number; scale?: number }
-  | { kind: "pseudo_identity"; bound: number; cin: number }
-  | { kind: "zeros" };
-
-export interface ParamSpec {
-  name: string;
-  shape: number[];
-  init: Init;
-}
+export type { Init, ParamSpec };
 
 const base = { kernel: 3, dropout: 0.05, identityInit: true } as const;
 
@@ -162,7 +154,7 @@ export function autoencoderParams(cfg: AutoencoderConfig): ParamSpec[] {
 }
 
 export function countParams(cfg: AutoencoderConfig): number {
-  return autoencoderParams(cfg).reduce((s, p) => s + p.shape.reduce((a, b) => a * b, 1), 0);
+  return countSpecs(autoencoderParams(cfg));
 }
 
 /** Spatial down-sampling factor per axis. */

@@ -8,7 +8,7 @@
  * in the paper's text, absent from the code) is an option, off by default.
  *
  * Shapes: x, mask (B, C_z, L, h, w[, d]) → (B, C_z, L, h, w[, d]); label (B, D_θ); time (B) = c_noise.
- * This file is long because the parameter table, the module and its float64 block reference must agree exactly.
+ * The float64 reference of the same model (tests) is models/transformer_reference.ts.
  */
 import {
   add,
@@ -30,10 +30,8 @@ import {
   square,
   Tensor,
 } from "../engine/index.ts";
-import { hostRng as uniformStream } from "../engine/random.ts";
-import { attention, reference as attnRef } from "../engine/ops/attention.ts";
-import { reference as mmRef } from "../engine/ops/matmul.ts";
-import { reference as normRef } from "../engine/ops/norm.ts";
+import { countSpecs, type ParamSpec, ParamTable } from "./params.ts";
+import { attention } from "../engine/ops/attention.ts";
 
 export interface TransformerConfig {
   /** Latent channels C_z of the window (tokens carry 2·C_z features: input and mask). */
@@ -94,18 +92,8 @@ export function transformerPreset(
 // ---------------------------------------------------------------------------------------------------------
 // Parameter table: names, shapes, initialisers (method §2.5). Pure: counting allocates nothing.
 
-export type TInit =
-  | { kind: "uniform"; bound: number; scale: number }
-  | { kind: "normal"; std: number }
-  | { kind: "rope" };
-
-export interface TParam {
-  name: string;
-  shape: number[];
-  init: TInit;
-}
-
-function prefixes(cfg: TransformerConfig) {
+/** State-dict prefixes of the ViT, the time and the label embeddings for the config's nesting. */
+export function prefixes(cfg: TransformerConfig) {
   if (cfg.kind === "denoiser") {
     return {
       vit: "backbone.backbone.",
@@ -118,9 +106,9 @@ function prefixes(cfg: TransformerConfig) {
 }
 
 /** torch.nn.Linear: weight, bias ~ U(±1/√fan_in); `scale` multiplies the weight (modulation output ×0.01). */
-function linearParams(name: string, out: number, inp: number, bias = true, scale = 1): TParam[] {
+function linearParams(name: string, out: number, inp: number, bias = true, scale = 1): ParamSpec[] {
   const bound = 1 / Math.sqrt(inp);
-  const ps: TParam[] = [{
+  const ps: ParamSpec[] = [{
     name: `${name}.weight`,
     shape: [out, inp],
     init: { kind: "uniform", bound, scale },
@@ -132,10 +120,10 @@ function linearParams(name: string, out: number, inp: number, bias = true, scale
 const hasModulation = (cfg: TransformerConfig) => cfg.labelDim > 0 || cfg.timeEmbedding;
 
 /** Every trainable tensor of the model, in state-dict order. */
-export function transformerParams(cfg: TransformerConfig): TParam[] {
+export function transformerParams(cfg: TransformerConfig): ParamSpec[] {
   const { width: D, channels: C, modFeatures: M } = cfg;
   const axes = cfg.spatial + 1, pre = prefixes(cfg);
-  const ps: TParam[] = [
+  const ps: ParamSpec[] = [
     ...linearParams(`${pre.vit}in_proj`, D, 2 * C),
     ...linearParams(`${pre.vit}out_proj`, C, D),
     ...linearParams(`${pre.vit}positional_embedding.2`, D, axes * D),
@@ -167,7 +155,7 @@ export function transformerParams(cfg: TransformerConfig): TParam[] {
 
 /** Parameter count (method §12: 222,756,928 for the RB solver), computed from the config alone. */
 export function countParams(cfg: TransformerConfig): number {
-  return transformerParams(cfg).reduce((s, p) => s + p.shape.reduce((a, b) => a * b, 1), 0);
+  return countSpecs(transformerParams(cfg));
 }
 
 /** Non-trainable buffers: the sine frequencies ω_j = 1000^(−j/(n−1)) of the positional and time embeddings. */
@@ -176,32 +164,6 @@ export function transformerBuffers(cfg: TransformerConfig): { name: string; valu
   const freqs = (n: number) => Float32Array.from({ length: n }, (_, j) => Math.pow(1000, -j / (n - 1)));
   const out = [{ name: `${pre.vit}positional_embedding.0.freqs`, values: freqs(cfg.width / 2) }];
   if (cfg.timeEmbedding) out.push({ name: `${pre.time}0.freqs`, values: freqs(cfg.modFeatures / 2) });
-  return out;
-}
-
-/** mulberry32 + Box–Muller: host initialisation reproducible from the seed. */
-function hostRng(seed: number) {
-  const u = uniformStream(seed);
-  const normal = () => Math.sqrt(-2 * Math.log(1 - u())) * Math.cos(2 * Math.PI * u());
-  return { u, normal };
-}
-
-export function initParam(p: TParam, rand: ReturnType<typeof hostRng>): Float32Array {
-  const n = p.shape.reduce((a, b) => a * b, 1);
-  const out = new Float32Array(n);
-  const init = p.init;
-  if (init.kind === "uniform") {
-    for (let i = 0; i < n; i++) out[i] = init.scale * init.bound * (2 * rand.u() - 1);
-  } else if (init.kind === "normal") { for (let i = 0; i < n; i++) out[i] = init.std * rand.normal(); }
-  else {
-    // Θ (axes, D/2): per slot j, amplitude 100^(−U(0,1)) times a Gaussian direction normalised over the axes.
-    const [axes, half] = p.shape;
-    for (let j = 0; j < half; j++) {
-      const v = Array.from({ length: axes }, () => rand.normal());
-      const amp = Math.pow(100, -rand.u()) / (Math.hypot(...v) || 1);
-      for (let a = 0; a < axes; a++) out[a * half + j] = amp * v[a];
-    }
-  }
   return out;
 }
 
@@ -302,7 +264,7 @@ export function sineFeatures(coords: Float32Array, axes: number, freqs: Float32A
 }
 
 export class Transformer {
-  readonly params = new Map<string, Tensor>();
+  private readonly table: ParamTable;
   readonly buffers = new Map<string, Tensor>();
   readonly gen: Generator;
   private readonly pre: ReturnType<typeof prefixes>;
@@ -314,10 +276,7 @@ export class Transformer {
         `transformer: width ${cfg.width} must split into ${cfg.heads} heads of a multiple of 8`,
       );
     }
-    const rand = hostRng(seed);
-    for (const p of transformerParams(cfg)) {
-      this.params.set(p.name, Tensor.parameter(initParam(p, rand), p.shape, p.name));
-    }
+    this.table = new ParamTable(transformerParams(cfg), seed, "transformer");
     for (const b of transformerBuffers(cfg)) {
       this.buffers.set(
         b.name,
@@ -328,19 +287,21 @@ export class Transformer {
     this.gen = new Generator(seed + 1);
   }
 
+  get params(): Map<string, Tensor> {
+    return this.table.params;
+  }
+
   parameters(): Tensor[] {
-    return [...this.params.values()];
+    return this.table.parameters();
   }
 
   /** Parameters and buffers under their reference names. */
   stateDict(): Record<string, Tensor> {
-    return Object.fromEntries([...this.params, ...this.buffers]);
+    return { ...this.table.stateDict(), ...Object.fromEntries(this.buffers) };
   }
 
   p(name: string): Tensor {
-    const t = this.params.get(name);
-    if (!t) throw new Error(`transformer has no parameter ${name}`);
-    return t;
+    return this.table.get(name);
   }
 
   private lin(name: string) {
@@ -454,101 +415,12 @@ export class Transformer {
   }
 
   dispose(): void {
-    for (const t of [...this.params.values(), ...this.buffers.values()]) {
-      t.grad?.dispose();
-      t.dispose();
-    }
+    this.table.dispose();
+    for (const t of this.buffers.values()) t.dispose();
     for (const g of this.grids.values()) {
       g.coords.dispose();
       g.pe.dispose();
     }
     this.zeroThetaT?.dispose();
   }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Float64 reference of one block (tests), composed from the reference ops.
-
-export interface BlockRefParams {
-  theta: Float64Array;
-  mod0w: Float64Array;
-  mod0b: Float64Array;
-  mod2w: Float64Array;
-  mod2b: Float64Array;
-  qkv: Float64Array;
-  yw: Float64Array;
-  yb: Float64Array;
-  f0w: Float64Array;
-  f0b: Float64Array;
-  f3w: Float64Array;
-  f3b: Float64Array;
-}
-
-function linearRef(
-  x: Float64Array,
-  rows: number,
-  w: Float64Array,
-  out: number,
-  inp: number,
-  b?: Float64Array,
-) {
-  const y = mmRef.matmul(x, [rows, inp], w, [out, inp], false, true);
-  if (b) { for (let i = 0; i < y.length; i++) y[i] += b[i % out]; }
-  return y;
-}
-
-const siluRef = (v: number) => v / (1 + Math.exp(-v));
-
-/** One block in float64 (no dropout): h, s (B, N, D), m (B, M), coords (N, axes) → h''. */
-export function blockReference(
-  p: BlockRefParams,
-  h: Float64Array,
-  s: Float64Array,
-  m: Float64Array,
-  coords: Float64Array,
-  dims: {
-    batch: number;
-    tokens: number;
-    width: number;
-    heads: number;
-    mod: number;
-    axes: number;
-    ffn: number;
-  },
-): Float64Array {
-  const { batch: B, tokens: N, width: D, heads: H, mod: M, axes: A, ffn } = dims;
-  const hid = linearRef(m, B, p.mod0w, M, M, p.mod0b).map(siluRef);
-  const mod = linearRef(hid, B, p.mod2w, 4 * D, M, p.mod2b); // (B, 4D)
-  const n = normRef.layer_norm(h, [B * N, D]);
-  const u = new Float64Array(B * N * D);
-  for (let i = 0; i < u.length; i++) {
-    const b = Math.floor(i / (N * D)), k = i % D;
-    u[i] = (1 + mod[b * 4 * D + k]) * n[i] + mod[b * 4 * D + D + k];
-  }
-  const qkv = linearRef(u, B * N, p.qkv, 3 * D, D);
-  const att = attnRef.attention(qkv, p.theta, coords, {
-    batch: B,
-    tokens: N,
-    heads: H,
-    headDim: D / H,
-    axes: A,
-  });
-  const y = linearRef(att, B * N, p.yw, D, D, p.yb);
-  for (let i = 0; i < u.length; i++) u[i] += y[i];
-  const f = linearRef(
-    linearRef(u, B * N, p.f0w, ffn * D, D, p.f0b).map(siluRef),
-    B * N,
-    p.f3w,
-    D,
-    ffn * D,
-    p.f3b,
-  );
-  const out = new Float64Array(B * N * D);
-  for (let i = 0; i < out.length; i++) {
-    const b = Math.floor(i / (N * D)), k = i % D;
-    const c = mod[b * 4 * D + 2 * D + k], d = mod[b * 4 * D + 3 * D + k];
-    const h1 = (h[i] + c * f[i]) / Math.sqrt(1 + c * c);
-    out[i] = (h1 + d * s[i]) / Math.sqrt(1 + d * d);
-  }
-  return out;
 }

@@ -29,13 +29,13 @@ import { attention, attentionFlops, type AttentionImpl } from "../../engine/ops/
 import {
   blockForward,
   type BlockParams,
-  initParam,
   tokenCoords,
   Transformer,
   transformerParams,
   transformerPreset,
 } from "../../models/transformer.ts";
 import type { Bench } from "../types.ts";
+import { hostRand, initValues } from "../../models/params.ts";
 import { caseOf, input } from "../inputs.ts";
 
 /** Clear the gradients a backward left on the case's leaves (the runner repeats `run`). */
@@ -132,14 +132,9 @@ function blockBench(preset: "default" | "large", B: number, grid: number[]): Ben
     bytes: 0,
     setup: () => {
       const specs = transformerParams(cfg).filter((p) => p.name.includes("blocks.0."));
-      let seed = 7;
-      const rand = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);
-      const r = {
-        u: rand,
-        normal: () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand()),
-      };
+      const r = hostRand(7);
       const t = new Map(
-        specs.map((p) => [p.name.replace(/.*blocks\.0\./, ""), Tensor.parameter(initParam(p, r), p.shape)]),
+        specs.map((p) => [p.name.replace(/.*blocks\.0\./, ""), Tensor.parameter(initValues(p, r), p.shape)]),
       );
       const lin = (n: string) => ({ weight: t.get(`${n}.weight`)!, bias: t.get(`${n}.bias`)! });
       const p: BlockParams = {

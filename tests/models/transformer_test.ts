@@ -3,12 +3,11 @@
  * state-dict names and shapes, one block forward and backward against a float64 reference, the full model on
  * 2-D and 3-D windows, and a tiny model learning a token-to-token mapping with Adam.
  */
-import { checkOp, gpuReady, randArray } from "../helpers.ts";
+import { assertClose, checkOp, gpuReady, randArray } from "../helpers.ts";
 import { Adam, backward, mean, scope, square, sub, Tensor, zeroGrad } from "../../engine/index.ts";
 import {
   blockForward,
   type BlockParams,
-  blockReference,
   countParams,
   tokenCoords,
   Transformer,
@@ -17,6 +16,7 @@ import {
   transformerParams,
   transformerPreset,
 } from "../../models/transformer.ts";
+import { blockReference, transformerReference } from "../../models/transformer_reference.ts";
 import { Generator } from "../../engine/index.ts";
 
 Deno.test("transformer: parameter counts equal method §12 (RB solver, TGC solver, TGC denoiser)", () => {
@@ -260,5 +260,47 @@ Deno.test("transformer: 3-D denoiser (time + θ, value residual) runs forward/ba
   } finally {
     for (const t of [x, mask, label, time]) t.dispose();
     model.dispose();
+  }
+});
+
+Deno.test("transformer: the whole model (2-D and 3-D, θ and noise embeddings) matches a float64 reference", async () => {
+  await gpuReady();
+  for (const spatial of [2, 3] as const) {
+    const C = 2, B = 2;
+    const cfg: TransformerConfig = {
+      ...transformerPreset("tiny", { channels: C, spatial, labelDim: 2, kind: "denoiser" }),
+      dropout: 0,
+    };
+    const grid = spatial === 2 ? [3, 4, 4] : [3, 2, 4, 2];
+    const shape = [B, C, ...grid], n = shape.reduce((a, b) => a * b, 1);
+    const model = new Transformer(cfg, 4);
+    const xs = randArray(n, 51), label = randArray(B * 2, 52), time = Float64Array.from([-3.5, 12]);
+    const frames = [1, 0, 0, 0, 1, 1];
+    // The mask of entry i of the (B, C, L, …) layout: sample b, frame l.
+    const maskFull = new Float64Array(n), per = n / (B * C * 3);
+    for (let i = 0; i < n; i++) {
+      maskFull[i] = frames[Math.floor(i / (C * 3 * per)) * 3 + (Math.floor(i / per) % 3)];
+    }
+    const P: Record<string, Float64Array> = {};
+    for (const [k, t] of Object.entries(model.stateDict())) P[k] = Float64Array.from(await t.read());
+    const x = Tensor.fromData(Float32Array.from(xs), shape, { persistent: true });
+    const mask = Tensor.fromData(frames, [B, 1, 3, ...grid.slice(1).map(() => 1)], { persistent: true });
+    const lab = Tensor.fromData(Float32Array.from(label), [B, 2], { persistent: true });
+    const t = Tensor.fromData(Float32Array.from(time), [B], { persistent: true });
+    try {
+      const out = scope(() => model.forward(x, mask, { label: lab, time: t }).keep());
+      const got = await out.read();
+      out.dispose();
+      const want = transformerReference(cfg, P, xs, shape, maskFull, { label, time });
+      const scale = Math.max(...want.map(Math.abs));
+      const e = assertClose(`${spatial}-D transformer vs float64`, got, want, {
+        atol: 2e-4 * scale,
+        rtol: 0,
+      });
+      console.log(`${spatial}-D: max error ${e.toExponential(2)} of max |y| ${scale.toFixed(3)}`);
+    } finally {
+      for (const v of [x, mask, lab, t]) v.dispose();
+      model.dispose();
+    }
   }
 });

@@ -10,8 +10,8 @@ import { loadSafetensors } from "../../engine/checkpoint.ts";
 import { generateEulerDataset } from "../../data/euler_dataset.ts";
 import { LatentCache } from "../../data/latent_cache.ts";
 import { WellDataset } from "../../data/well_dataset.ts";
-import { type TrainAeConfig, trainAutoencoder } from "../../models/train_ae.ts";
-import { encodeDataset } from "../../models/encode.ts";
+import { type TrainAeConfig, trainAutoencoder } from "../../train/ae.ts";
+import { encodeDataset } from "../../train/encode.ts";
 import { gpuReady } from "../helpers.ts";
 
 let dataRoot: string | null = null;
