@@ -12,11 +12,16 @@ import { gpu, initDevice } from "../engine/index.ts";
 import { copyBenches, fmaBenches } from "./ceilings.ts";
 import { timeRuns, type Timing } from "./timing.ts";
 import type { Bench } from "./types.ts";
+import * as attention from "./kernels/attention.ts";
+import * as conv from "./kernels/conv.ts";
 import * as elementwise from "./kernels/elementwise.ts";
+import * as emulate from "./kernels/emulate.ts";
 import * as layerNorm from "./kernels/layer_norm.ts";
 import * as matmul from "./kernels/matmul.ts";
+import * as metrics from "./kernels/metrics.ts";
 import * as reduce from "./kernels/reduce.ts";
 import * as softmax from "./kernels/softmax.ts";
+import * as step from "./kernels/step.ts";
 
 const HELP = `deno task bench [--filter TEXT] [--quick] [--cpu-time] [--no-save]
 
@@ -30,9 +35,6 @@ ms, GFLOP/s, GB/s, the share of each ceiling and the peak GPU memory of one run 
   --no-save      do not append to bench/results/
   --help         this text`;
 
-/** Benchmark files written by others; absent ones are skipped (imported by URL so a missing file is no error). */
-const OPTIONAL = ["attention", "conv"];
-
 export interface Row {
   kernel: string;
   shape: string;
@@ -41,23 +43,11 @@ export interface Row {
   gbps: number;
 }
 
-async function loadBenches(): Promise<Bench[]> {
-  const all = [matmul, elementwise, softmax, layerNorm, reduce].flatMap((m) => m.benches);
-  for (const name of OPTIONAL) {
-    const url = new URL(`./kernels/${name}.ts`, import.meta.url);
-    try {
-      await Deno.stat(url);
-    } catch {
-      continue;
-    }
-    try {
-      const mod = await import(url.href);
-      all.push(...(mod.benches as Bench[]));
-    } catch (e) {
-      console.error(`bench: skipping bench/kernels/${name}.ts: ${(e as Error).message.split("\n")[0]}`);
-    }
-  }
-  return all;
+/** Every kernel benchmark, imported statically: a broken benchmark file fails the run instead of leaving the table. */
+export function allBenches(): Bench[] {
+  return [matmul, elementwise, softmax, layerNorm, reduce, attention, conv, metrics, emulate, step].flatMap((
+    m,
+  ) => m.benches);
 }
 
 interface Mode {
@@ -149,9 +139,13 @@ async function save(rows: Row[], fmaPeak: number, copyBw: number, mode: Mode): P
   return file.pathname;
 }
 
-async function main(): Promise<void> {
+/**
+ * `deno task bench` and `deno run -A cli/main.ts bench`: returns 0 once every benchmark ran; throws (after
+ * printing the table of the others) if any failed.
+ */
+export async function benchCommand(args: string[]): Promise<number> {
   const { values } = parseArgs({
-    args: Deno.args,
+    args,
     options: {
       filter: { type: "string" },
       quick: { type: "boolean", default: false },
@@ -162,7 +156,7 @@ async function main(): Promise<void> {
   });
   if (values.help) {
     console.log(HELP);
-    return;
+    return 0;
   }
   const quick = values.quick!;
   await initDevice();
@@ -180,14 +174,16 @@ async function main(): Promise<void> {
   const fma = await ceiling(fmaBenches(quick), mode, (r) => r.gflops);
   const copy = await ceiling(copyBenches(quick), mode, (r) => r.gbps);
   const rows: Row[] = [fma, copy];
-  const benches = (await loadBenches()).filter((b) =>
+  const benches = allBenches().filter((b) =>
     !values.filter || `${b.kernel} ${b.shape}`.includes(values.filter)
   );
+  const failed: string[] = [];
   for (const b of benches) {
     try {
       rows.push(await measure(b, mode));
     } catch (e) {
       console.error(`bench: ${b.kernel} ${b.shape} failed: ${(e as Error).message.split("\n")[0]}`);
+      failed.push(`${b.kernel} ${b.shape}`);
     }
   }
   console.log();
@@ -195,11 +191,13 @@ async function main(): Promise<void> {
   if (!values["no-save"]) {
     console.log(`\nappended ${rows.length} rows to ${await save(rows, fma.gflops, copy.gbps, mode)}`);
   }
+  if (failed.length) throw new Error(`${failed.length} benchmark(s) failed: ${failed.join(", ")}`);
+  return 0;
 }
 
 if (import.meta.main) {
   try {
-    await main();
+    Deno.exit(await benchCommand(Deno.args));
   } catch (e) {
     console.error(`bench: ${(e instanceof Error ? e.message : String(e)).split("\n")[0]}`);
     if (Deno.env.get("LOLA_DEBUG")) console.error(e);

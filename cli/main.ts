@@ -9,6 +9,8 @@ commands:
   train [ae|mlp]         train (with no stage: the autoencoder on the built-in dataset)
   encode --ae RUN        write the latent cache of every split with a trained autoencoder
   data info|stats|euler  describe a Well file/folder, compute stats.yaml, generate the built-in Euler dataset
+  eval compare PRED TRUTH  metrics between two Well-format files (per field and lead time)
+  emulate --ae RUN --dm RUN  roll an emulator out on real trajectories, write Well files and figures
   bench                  kernel benchmarks (deno task bench --help)
 
 Every command accepts --help.`;
@@ -19,6 +21,9 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   train: async () => (await import("./train.ts")).trainCommand,
   data: async () => (await import("./data.ts")).dataCommand,
   encode: async () => (await import("./encode.ts")).encodeCommand,
+  eval: async () => (await import("./eval.ts")).evalCommand,
+  emulate: async () => (await import("./emulate.ts")).emulateCommand,
+  bench: async () => (await import("../bench/main.ts")).benchCommand,
 };
 
 export async function main(argv: string[]): Promise<number> {
