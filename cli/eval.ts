@@ -8,14 +8,38 @@
  */
 import { compareWellFiles, type Comparison } from "../eval/compare.ts";
 import { initDevice } from "../engine/index.ts";
-import { parseFlags, UsageError } from "./args.ts";
+import { nonNegativeInt, oneOf, parseFlags, positiveInt, UsageError } from "./args.ts";
+import { Progress } from "./progress.ts";
+import { runEvaluation } from "../eval/evaluate.ts";
 
-const USAGE = `usage: deno task eval <command> [options]
+const USAGE = `usage: deno task eval --ae RUN [--dm RUN] [--solver RUN] [--pixel-solver RUN] [options]
+       deno task eval compare PRED TRUTH [--json] [--fields a,b]
 
-commands:
-  compare PRED TRUTH [--json] [--fields a,b]   metrics between two Well-format HDF5 files
+The first form rolls the emulators out on test trajectories and writes metrics.jsonl, summary.json,
+report.md and figures (see \`deno task eval --ae RUN --help\`); the second compares two Well-format files
+(\`deno task eval compare --help\`).`;
 
-run \`deno task eval compare --help\` for its options.`;
+const RUN_HELP = `usage: deno task eval --ae RUN [--dm RUN] [--solver RUN] [--pixel-solver RUN] [options]
+
+Rolls each emulator out autoregressively on the first N test trajectories (diffusion with K members), compares
+every frame with the truth in physical units (the paper's metrics: VRMSE, spread/skill, power-spectrum band
+errors; and The Well's), adds persistence and the autoencoder's reconstruction as references, and writes to
+--out: metrics.jsonl (one row per method × trajectory × context × field × lead time), summary.json, report.md
+(tables per lead-time window, the paper's findings checked, figures), figures/*.png and rollouts/.
+
+options:
+  --ae RUN                 autoencoder run folder (required)
+  --dm RUN                 latent diffusion run
+  --solver RUN             latent solver run
+  --pixel-solver RUN       pixel-space solver run
+  --data PATH              Well dataset (default: the autoencoder's)
+  --split NAME             test | valid | train (default test)
+  --trajectories N         first N trajectories of the split (default 4)
+  --members K              diffusion ensemble size (default 8)
+  --context LIST           context frames, comma-separated (default 1; the paper: 1,2,3)
+  --steps N                sampler steps (default 16)
+  --seed S                 (default 0)
+  --out DIR                (default runs/eval)`;
 
 const COMPARE_HELP = `usage: deno task eval compare PRED TRUTH [--json] [--fields a,b]
 
@@ -41,6 +65,7 @@ export async function evalCommand(args: string[]): Promise<number> {
     console.log(USAGE);
     return sub ? 0 : 2;
   }
+  if (sub.startsWith("-")) return await runCommand(args);
   if (sub !== "compare") throw new UsageError(`unknown eval command '${sub}' (try --help)`);
   const { values, positionals } = parseFlags(
     rest,
@@ -106,4 +131,63 @@ function printTables(r: Comparison): void {
     console.log(line(head));
     for (const row of rows) console.log(line(row));
   }
+}
+
+async function runCommand(args: string[]): Promise<number> {
+  const { values: v } = parseFlags(args, {
+    ae: { type: "string" },
+    dm: { type: "string" },
+    solver: { type: "string" },
+    "pixel-solver": { type: "string" },
+    data: { type: "string" },
+    split: { type: "string" },
+    trajectories: { type: "string" },
+    members: { type: "string" },
+    context: { type: "string" },
+    steps: { type: "string" },
+    seed: { type: "string" },
+    out: { type: "string", default: "runs/eval" },
+    help: { type: "boolean", short: "h" },
+  }, { command: "eval" });
+  if (v.help) {
+    console.log(RUN_HELP);
+    return 0;
+  }
+  if (!v.ae) throw new UsageError("eval needs --ae RUN, the autoencoder run folder (see --help)");
+  if (!v.dm && !v.solver && !v["pixel-solver"]) {
+    throw new UsageError("eval needs at least one emulator: --dm, --solver or --pixel-solver (see --help)");
+  }
+  const contexts = (v.context ?? "1").split(",").map((c) => positiveInt("context", c.trim()));
+  const bar = new Progress("eval", 1, "rollout");
+  const res = await runEvaluation({
+    ae: v.ae,
+    dm: v.dm,
+    solver: v.solver,
+    pixelSolver: v["pixel-solver"],
+    data: v.data,
+    split: oneOf("split", v.split, ["train", "valid", "test"] as const, "test"),
+    trajectories: positiveInt("trajectories", v.trajectories, 4),
+    members: positiveInt("members", v.members, 8),
+    contexts,
+    steps: positiveInt("steps", v.steps, 16),
+    seed: nonNegativeInt("seed", v.seed, 0),
+    out: v.out,
+    title: v.out,
+    onLog: (l) => console.error(l),
+    onProgress: (done, total, info) => bar.update(done, info, total),
+  });
+  bar.end();
+  console.log(
+    `wrote ${res.report} (${res.rows} metric rows, figures in ${res.out}/figures) in ${
+      res.seconds.toFixed(0)
+    } s`,
+  );
+  for (const [m, w] of Object.entries(res.table)) {
+    console.log(
+      `  ${m.padEnd(14)} VRMSE ${w.all.VRMSE.toFixed(3)}${
+        m === "diffusion" ? `  spread/skill ${w.all.spread_skill.toFixed(3)}` : ""
+      }`,
+    );
+  }
+  return 0;
 }

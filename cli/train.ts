@@ -1,6 +1,6 @@
 /**
- * `deno task train [ae|dm|solver|mlp]`: the training stages. With no stage it trains the autoencoder on the
- * built-in dataset with the `default` preset. The CLI parses and validates; train/ computes.
+ * `deno task train [ae|dm|solver|mlp]`: with no stage, the whole method (train/pipeline.ts) on the built-in
+ * dataset; with a stage, that stage alone. The CLI parses and validates; train/ computes.
  */
 import { initDevice, profileReport } from "../engine/index.ts";
 import { profilingEnabled } from "../engine/profile.ts";
@@ -10,11 +10,20 @@ import { type TrainAeConfig, trainAutoencoder } from "../train/ae.ts";
 import { trainEmulator, type TrainEmulatorConfig, type TransformerPreset } from "../train/emulator.ts";
 import type { LoopEvents } from "../train/loop.ts";
 import { AE_PRESETS } from "../models/autoencoder_config.ts";
-import { nonNegativeInt, oneOf, parseFlags, positiveInt, positiveNumber, UsageError } from "./args.ts";
+import {
+  listOf,
+  nonNegativeInt,
+  oneOf,
+  parseFlags,
+  positiveInt,
+  positiveNumber,
+  UsageError,
+} from "./args.ts";
+import { runPipeline, STAGES } from "../train/pipeline.ts";
 import { Progress } from "./progress.ts";
 import { listenForStop } from "./signals.ts";
 
-const AE_HELP = `usage: deno task train [ae] [options]
+const AE_HELP = `usage: deno task train ae [options]
 
 Trains the convolutional autoencoder (method §1) with PSGD-Kron: cosine learning rate per epoch, gradient
 clipping at 1.0, non-finite steps skipped, validation VRMSE per field and a figure each epoch, a checkpoint each
@@ -36,7 +45,8 @@ options:
   --out DIR                run directory (default runs/ae)
   --resume                 continue the run in --out exactly where its checkpoint left it
   --override               with --resume: accept changed settings (recorded in config.json)
-  --log-every N            read the loss back every N steps (default 8)`;
+  --log-every N            read the loss back every N steps (default 8)
+  --budget MINUTES         fit the run into this time (epochs from the measured step time, at most --epochs)`;
 
 const EMU_HELP = `usage: deno task train dm --ae RUN [options]
        deno task train solver --ae RUN [options]
@@ -69,24 +79,51 @@ options:
   --out DIR                run directory (default runs/dm, runs/solver or runs/pixel)
   --resume                 continue the run in --out exactly where its checkpoint left it
   --override               with --resume: accept changed settings (recorded in config.json)
-  --log-every N            read the loss back every N steps (default 8)`;
+  --log-every N            read the loss back every N steps (default 8)
+  --budget MINUTES         fit the run into this time (epochs from the measured step time, at most --epochs)`;
 
 const MLP_HELP = `usage: deno task train mlp [--steps N] [--lr X] [--hidden N] [--seed S] [--out runs/NAME]
 
 Trains a 2-layer MLP regression with Adam on the GPU (a smoke test of the engine on this machine) and writes
 metrics.jsonl (one JSON object per logged step) and config.json under --out.`;
 
+const PIPELINE_HELP = `usage: deno task train [options]            (the whole method)
+       deno task train ae|dm|solver|mlp [options]   (one stage: deno task train ae --help)
+
+Runs every stage on the built-in 2-D Euler dataset (or --data): the autoencoder (PSGD-Kron), the latent cache,
+the latent diffusion denoiser, the latent solver, the pixel-space solver, then the evaluation on test
+trajectories and a report, into RUNS/NAME/{ae,dm,solver,pixel,eval}. A complete stage is skipped, so a rerun
+(or Ctrl-C, then a rerun) continues where it stopped; a stage whose inputs changed is redone. Each training
+stage measures its step time and fits its epochs into its share of --budget.
+
+options:
+  --name NAME              run name (default default)
+  --root DIR               parent folder of runs (default runs)
+  --stages LIST            comma-separated subset of ${STAGES.join(",")} (default all)
+  --data PATH              a Well dataset root instead of the built-in dataset
+  --preset P               autoencoder preset (default default; ${Object.keys(AE_PRESETS).join(", ")})
+  --emulator-preset P      transformer preset (default: default with the tiny/default autoencoders, else large)
+  --budget MINUTES         time for training and evaluation (default 30)
+  --compressions LIST      latent widths C_z, e.g. 4,16,64: one autoencoder and latent emulators each
+                           (default 16)
+  --trajectories N         test trajectories evaluated (default 4)
+  --members K              diffusion ensemble members in the evaluation (default 8)
+  --seed S                 (default 0)`;
+
 export async function trainCommand(args: string[]): Promise<number> {
-  const stage = args[0] && !args[0].startsWith("-") ? args.shift()! : "ae";
+  if (!args[0] || args[0].startsWith("-")) return await trainPipeline(args);
+  const stage = args.shift()!;
   if (stage === "mlp") return await trainMlp(args);
   if (stage === "ae") return await trainAe(args);
   if (stage === "dm" || stage === "solver") return await trainEmu(stage, args);
   throw new UsageError(`unknown training stage '${stage}' (available: ae, dm, solver, mlp)`);
 }
 
-function epochsFrom(v: { steps?: string; epochs?: string }, spe: number): number {
+/** Epochs from --epochs or --steps; with --budget alone, as many as the budget fits (at most 1000). */
+function epochsFrom(v: { steps?: string; epochs?: string; budget?: string }, spe: number): number {
   if (v.steps && v.epochs) throw new UsageError(`give --epochs or --steps, not both`);
-  return v.steps ? Math.ceil(positiveInt("steps", v.steps) / spe) : positiveInt("epochs", v.epochs, 10);
+  if (v.steps) return Math.ceil(positiveInt("steps", v.steps) / spe);
+  return positiveInt("epochs", v.epochs, v.budget === undefined ? 10 : 1000);
 }
 
 async function defaultData(): Promise<string> {
@@ -120,6 +157,95 @@ async function withLoop<R extends { stopped: boolean }>(
   }
 }
 
+async function trainPipeline(args: string[]): Promise<number> {
+  const { values: v } = parseFlags(args, {
+    name: { type: "string", default: "default" },
+    root: { type: "string", default: "runs" },
+    stages: { type: "string" },
+    data: { type: "string" },
+    preset: { type: "string", default: "default" },
+    "emulator-preset": { type: "string" },
+    budget: { type: "string" },
+    compressions: { type: "string" },
+    trajectories: { type: "string" },
+    members: { type: "string" },
+    seed: { type: "string" },
+    help: { type: "boolean", default: false },
+  }, { command: "train" });
+  if (v.help) {
+    console.log(PIPELINE_HELP);
+    return 0;
+  }
+  const aePreset = oneOf("preset", v.preset, Object.keys(AE_PRESETS));
+  const small = aePreset === "tiny" || aePreset === "default";
+  const emulatorPreset = oneOf(
+    "emulator-preset",
+    v["emulator-preset"],
+    ["tiny", "default", "small", "large"] as const,
+    small ? (aePreset === "tiny" ? "tiny" : "default") : "large",
+  );
+  const stages = listOf("stages", v.stages, STAGES, STAGES);
+  const compressions = (v.compressions ?? "16").split(",").map((c) => positiveInt("compressions", c.trim()));
+  if (!/^[\w.-]+$/.test(v.name)) {
+    throw new UsageError(`--name must be letters, digits, '.', '-' or '_', got '${v.name}'`);
+  }
+  await initDevice();
+  const stop = listenForStop("stopping after this step, with a checkpoint");
+  let bar: Progress | null = null;
+  try {
+    const res = await runPipeline({
+      name: v.name,
+      root: v.root,
+      data: v.data,
+      aePreset,
+      emulatorPreset,
+      stages,
+      budgetMinutes: positiveNumber("budget", v.budget, 30),
+      compressions,
+      seed: nonNegativeInt("seed", v.seed, 0),
+      evaluation: {
+        trajectories: positiveInt("trajectories", v.trajectories, 4),
+        members: positiveInt("members", v.members, 8),
+      },
+      onLog: (l) => console.error(l),
+      onStage: (label, i, n) => {
+        bar?.end();
+        bar = null;
+        console.error(`\n[${i + 1}/${n}] ${label}`);
+      },
+      onStep: (done, total, info) => (bar ??= new Progress("train", total, "step")).update(done, info, total),
+      shouldStop: stop.shouldStop,
+    });
+    (bar as Progress | null)?.end();
+    console.log(
+      `\n${res.stopped ? "stopped" : "finished"} in ${(res.seconds / 60).toFixed(1)} min: ${res.folder}`,
+    );
+    for (const r of res.stages) {
+      console.log(
+        `  ${r.stage.padEnd(28)} ${r.status.padEnd(8)} ${
+          r.status === "skipped" ? "" : `${(r.seconds / 60).toFixed(1)} min`
+        }`,
+      );
+    }
+    if (res.evaluation) {
+      console.log(`report: ${res.report}`);
+      for (const [m, w] of Object.entries(res.evaluation.table)) {
+        console.log(
+          `  ${m.padEnd(14)} VRMSE ${w.all.VRMSE.toFixed(3)}${
+            m === "diffusion" ? `  spread/skill ${w.all.spread_skill.toFixed(3)}` : ""
+          }`,
+        );
+      }
+    }
+    if (res.stopped) {
+      console.log(`continue with the same command: complete stages are skipped, the stopped one resumes`);
+    }
+    return res.stopped ? stop.exitCode() || 130 : 0;
+  } finally {
+    stop.dispose();
+  }
+}
+
 async function trainAe(args: string[]): Promise<number> {
   const { values: v } = parseFlags(args, {
     preset: { type: "string", default: "default" },
@@ -138,6 +264,7 @@ async function trainAe(args: string[]): Promise<number> {
     resume: { type: "boolean", default: false },
     override: { type: "boolean", default: false },
     "log-every": { type: "string" },
+    budget: { type: "string" },
     help: { type: "boolean", default: false },
   }, { command: "train ae" });
   if (v.help) {
@@ -166,6 +293,7 @@ async function trainAe(args: string[]): Promise<number> {
     maxNorm: 1,
     resume: v.resume,
     override: v.override,
+    budgetMinutes: v.budget === undefined ? undefined : positiveNumber("budget", v.budget),
   };
   await initDevice();
   cfg.data = v.data ?? await defaultData();
@@ -213,6 +341,7 @@ async function trainEmu(stage: "dm" | "solver", args: string[]): Promise<number>
     resume: { type: "boolean", default: false },
     override: { type: "boolean", default: false },
     "log-every": { type: "string" },
+    budget: { type: "string" },
     help: { type: "boolean", default: false },
   }, { command: `train ${stage}` });
   if (v.help) {
@@ -251,6 +380,7 @@ async function trainEmu(stage: "dm" | "solver", args: string[]): Promise<number>
     maxNorm: 1,
     resume: v.resume,
     override: v.override,
+    budgetMinutes: v.budget === undefined ? undefined : positiveNumber("budget", v.budget),
   };
   await initDevice();
   if (kind === "pixel" && !cfg.data) cfg.data = await defaultData();

@@ -44,6 +44,8 @@ export interface TrainAeConfig {
   resume: boolean;
   /** With resume: accept changed settings (recorded in config.json). */
   override?: boolean;
+  /** Fit the run into this many minutes: epochs (at most `epochs`) from the measured step time. */
+  budgetMinutes?: number;
 }
 
 export interface TrainAeResult {
@@ -140,6 +142,7 @@ export async function trainAutoencoder(cfg: TrainAeConfig, ev: LoopEvents = {}):
       logEvery: cfg.logEvery,
       resume: cfg.resume,
       override: cfg.override,
+      budgetSeconds: cfg.budgetMinutes ? cfg.budgetMinutes * 60 : undefined,
       keepBest: false,
     }, ev);
     return {

@@ -65,6 +65,8 @@ export interface TrainEmulatorConfig {
   maxNorm: number;
   resume: boolean;
   override?: boolean;
+  /** Fit the run into this many minutes: epochs (at most `epochs`) from the measured step time. */
+  budgetMinutes?: number;
 }
 
 export interface EmulatorResult {
@@ -286,6 +288,7 @@ export async function trainEmulator(cfg: TrainEmulatorConfig, ev: LoopEvents = {
       logEvery: cfg.logEvery,
       resume: cfg.resume,
       override: cfg.override,
+      budgetSeconds: cfg.budgetMinutes ? cfg.budgetMinutes * 60 : undefined,
       keepBest: true,
     }, ev);
     return {

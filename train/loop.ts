@@ -56,7 +56,13 @@ export interface TrainTask {
 }
 
 export interface LoopConfig {
+  /** Epochs E; with `budgetSeconds`, the most epochs the budget may resolve to. */
   epochs: number;
+  /**
+   * Time budget of the run: E is chosen from the step time measured on the first steps of epoch 0 (whose
+   * learning rate does not depend on E), so the stage fits the budget on any adapter. Stored in the checkpoint.
+   */
+  budgetSeconds?: number;
   stepsPerEpoch: number;
   lr: number;
   maxNorm: number;
@@ -105,6 +111,8 @@ interface LoopState {
   bestLoss: number | null;
   /** Steps that completed with a finite loss and gradient, as of the last readback. */
   goodSteps: number;
+  /** E, once known (budget runs resolve it during epoch 0). */
+  epochs: number | null;
 }
 
 const CKPT = "checkpoint.safetensors";
@@ -135,6 +143,7 @@ export async function runTraining(
     elapsed: 0,
     bestLoss: null,
     goodSteps: 0,
+    epochs: cfg.budgetSeconds ? null : cfg.epochs,
   };
   const stateTensors = () => ({ "loop.skipped": skipped, "loop.consecutive": consecutive });
   let config: Record<string, unknown> = { ...task.config };
@@ -181,7 +190,18 @@ export async function runTraining(
       }
     };
 
-    const total = cfg.epochs * cfg.stepsPerEpoch;
+    const total = () => (state.epochs ?? cfg.epochs) * cfg.stepsPerEpoch;
+    const probe = { start: null as number | null, steps: 0 };
+    const chooseEpochs = (perStep: number) => {
+      const fit = Math.floor((cfg.budgetSeconds! * 0.9) / (perStep * cfg.stepsPerEpoch));
+      state.epochs = Math.max(1, Math.min(cfg.epochs, fit));
+      log(
+        `measured ${
+          perStep.toFixed(3)
+        } s per step: ${state.epochs} epochs × ${cfg.stepsPerEpoch} steps fit the ` +
+          `${(cfg.budgetSeconds! / 60).toFixed(1)}-minute budget`,
+      );
+    };
     const t0 = performance.now() - state.elapsed * 1000;
     const seconds = () => (performance.now() - t0) / 1000;
     let lastValidation: Validation | null = null;
@@ -189,8 +209,9 @@ export async function runTraining(
     const maxSkips = cfg.maxConsecutiveSkips ?? 16;
     log(task.describe());
 
-    while (state.epoch < cfg.epochs) {
-      const lr = epochLr(cfg.lr, state.epoch, cfg.epochs);
+    while (state.epoch < (state.epochs ?? cfg.epochs)) {
+      // Epoch 0's learning rate is lr whatever E is, so a budget run may fix E during it.
+      const lr = epochLr(cfg.lr, state.epoch, state.epochs ?? cfg.epochs);
       let lossSum = 0, lossCount = 0;
       const skippedBefore = (await skipped.read())[0];
       for (; state.stepInEpoch < cfg.stepsPerEpoch; state.stepInEpoch++) {
@@ -216,7 +237,16 @@ export async function runTraining(
           return logNow ? l.keep() : null;
         });
         state.globalStep++;
-        let info = `epoch ${state.epoch + 1}/${cfg.epochs}`;
+        if (state.epochs === null) {
+          // Time the steps after the first one this process runs (it pays for compiling the pipelines).
+          await consecutive.read();
+          const now = performance.now();
+          if (probe.start === null) probe.start = now;
+          else if (++probe.steps === 3 || k === cfg.stepsPerEpoch - 1) {
+            chooseEpochs((now - probe.start) / 1000 / probe.steps);
+          }
+        }
+        let info = `epoch ${state.epoch + 1}/${state.epochs ?? "?"}`;
         if (loss) {
           const v = await loss.item();
           loss.dispose();
@@ -245,9 +275,10 @@ export async function runTraining(
             );
           }
         }
-        ev.onStep?.(state.globalStep, total, info);
+        ev.onStep?.(state.globalStep, total(), info);
       }
       if (stopped) break;
+      if (state.epochs === null) chooseEpochs(seconds() / Math.max(1, state.globalStep)); // a 1-step epoch
       const nSkipped = (await skipped.read())[0];
       lastValidation = (await task.validate?.(state.epoch)) ?? null;
       const improved = lastValidation !== null && Number.isFinite(lastValidation.loss) &&
@@ -268,7 +299,7 @@ export async function runTraining(
         ? ` · ${nSkipped - skippedBefore} steps skipped (non-finite)`
         : "";
       log(
-        `epoch ${state.epoch + 1}/${cfg.epochs}: ${
+        `epoch ${state.epoch + 1}/${state.epochs}: ${
           lastValidation?.summary ?? "no validation split"
         }${skipNote}`,
       );

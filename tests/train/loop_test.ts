@@ -239,3 +239,35 @@ Deno.test("loop: a checkpoint from another stage is refused; best.safetensors fo
     b.dispose();
   }
 });
+
+Deno.test("loop: a time budget fixes the epochs from the measured step time; a resume keeps them", async () => {
+  await gpuReady();
+  const out = await Deno.makeTempDir();
+  const lines: string[] = [];
+  let steps = 0;
+  const a = task();
+  const cfg: LoopConfig = { ...LOOP, epochs: 1000, budgetSeconds: 0.6 };
+  try {
+    const r = await runTraining(a.task, out, cfg, {
+      onLog: (l) => lines.push(l),
+      onStep: () => steps++,
+      shouldStop: () => steps >= 6,
+    });
+    assert.equal(r.stopped, true);
+  } finally {
+    a.dispose();
+  }
+  const m = lines.join("\n").match(
+    /measured [\d.]+ s per step: (\d+) epochs × 4 steps fit the 0\.0-minute budget/,
+  );
+  assert.ok(m, lines.join("\n"));
+  const epochs = Number(m[1]);
+  assert.ok(epochs >= 1 && epochs < 1000, `resolved ${epochs} epochs`);
+  const b = task();
+  try {
+    const r = await runTraining(b.task, out, { ...cfg, resume: true });
+    assert.equal(r.epochsDone, epochs, "the resumed run keeps the epochs resolved before the stop");
+  } finally {
+    b.dispose();
+  }
+});
