@@ -6,8 +6,10 @@
  * backward calls until `zeroGrad`; intermediate gradients are ordinary temporaries of the caller's scope.
  * A node's backward returns exactly one gradient (or null) per recorded input, checked here and named by op.
  * Backward closures encode GPU work: most compose other ops, but fused ops (attention, conv, the norms) dispatch
- * their own backward kernels, so forward mode (JVP) will need a rule per op rather than
- * re-running these closures under another interpreter.
+ * their own backward kernels, so forward mode has a rule per op (the `jvp` argument of `record`, written beside
+ * the op's backward) rather than re-running these closures under another interpreter. The forward-mode and
+ * input-only reverse-mode entry points (`jvp`, `vjp`, `vjpFn`) live in engine/jvp.ts; the sessions they open
+ * are kept here because `record` consults them.
  */
 import { type Shape, type TapeNode, Tensor } from "./tensor.ts";
 
@@ -28,18 +30,107 @@ export function noGrad<T>(fn: () => T): T {
   }
 }
 
-/** Attach a tape node to `out` if any input requires grad (and recording is on). Returns `out`. */
+/**
+ * Forward-mode rule of an op: the tangent of its output from the tangents of its inputs (aligned with the
+ * recorded inputs; null = zero tangent). Returns null for a zero tangent. Runs with recording off, so it may
+ * compose other ops freely.
+ */
+export type JvpRule = (tangents: (Tensor | null)[]) => Tensor | null;
+
+/** An open forward-mode session (engine/jvp.ts): the tangent of every tensor that depends on its inputs. */
+export interface ForwardSession {
+  tangents: Map<Tensor, Tensor>;
+}
+
+/**
+ * An input-only reverse-mode session (engine/jvp.ts): only ops with an input among `targets` or `recorded`
+ * get a tape node, so parameters (which require grad) are treated as constants and never get a `.grad`.
+ */
+export interface ReverseSession {
+  targets: Set<Tensor>;
+  recorded: Set<Tensor>;
+}
+
+let forwardSession: ForwardSession | null = null;
+let reverseSession: ReverseSession | null = null;
+/** The session whose pullback is running: `needsGrad` answers for it. */
+let pullingSession: ReverseSession | null = null;
+
+/** Run `fn` with the given sessions (null closes one), restoring the previous ones after. */
+export function withSessions<T>(
+  s: { forward?: ForwardSession | null; reverse?: ReverseSession | null; pulling?: ReverseSession | null },
+  grad: boolean,
+  fn: () => T,
+): T {
+  const prev = [forwardSession, reverseSession, pullingSession, gradEnabled] as const;
+  if (s.forward !== undefined) forwardSession = s.forward;
+  if (s.reverse !== undefined) reverseSession = s.reverse;
+  if (s.pulling !== undefined) pullingSession = s.pulling;
+  gradEnabled = grad;
+  try {
+    return fn();
+  } finally {
+    [forwardSession, reverseSession, pullingSession, gradEnabled] = prev;
+  }
+}
+
+/**
+ * Whether a backward closure should compute the gradient of input `t`: `t.requiresGrad` for ordinary
+ * backward; inside an input-only pullback, only for tensors on that session's tape (never parameters), so
+ * weight gradients are not even computed.
+ */
+export function needsGrad(t: Tensor): boolean {
+  const s = pullingSession;
+  return s ? s.targets.has(t) || s.recorded.has(t) : t.requiresGrad;
+}
+
+/**
+ * Attach a tape node to `out` if any input requires grad (and recording is on), and, inside a forward-mode
+ * session, its tangent by the op's `jvp` rule. An op without a rule that a tangent reaches fails, naming the op.
+ * Returns `out`.
+ */
 export function record(
   out: Tensor,
   op: string,
   inputs: Tensor[],
   backward: (g: Tensor) => (Tensor | null)[],
+  jvp?: JvpRule,
 ): Tensor {
-  if (gradEnabled && inputs.some((t) => t.requiresGrad)) {
+  if (!seen.has(op)) seen.set(op, !!jvp);
+  const fs = forwardSession;
+  if (fs && inputs.some((t) => fs.tangents.has(t))) pushTangent(fs, out, op, inputs, jvp);
+  if (!gradEnabled) return out;
+  const rs = reverseSession;
+  const live = rs
+    ? inputs.some((t) => rs.targets.has(t) || rs.recorded.has(t))
+    : inputs.some((t) => t.requiresGrad);
+  if (live) {
     out.requiresGrad = true;
     out.node = { op, inputs, backward } satisfies TapeNode;
+    rs?.recorded.add(out);
   }
   return out;
+}
+
+const seen = new Map<string, boolean>();
+
+/** Every op name `record` has been called with in this process, and whether it came with a JVP rule (tests). */
+export function recordedOps(): ReadonlyMap<string, boolean> {
+  return seen;
+}
+
+function pushTangent(fs: ForwardSession, out: Tensor, op: string, inputs: Tensor[], jvp?: JvpRule) {
+  if (!jvp) {
+    throw new Error(`jvp: op ${op} has no forward-mode rule (a tangent reached it)`);
+  }
+  const ts = inputs.map((t) => fs.tangents.get(t) ?? null);
+  // The rule composes ops: no tape, no tangents of tangents.
+  const t = withSessions({ forward: null, reverse: null, pulling: null }, false, () => jvp(ts));
+  if (!t) return;
+  if (t.shape.join() !== out.shape.join()) {
+    throw new Error(`jvp of ${op}: tangent shape (${t.shape}) != output shape (${out.shape})`);
+  }
+  fs.tangents.set(out, t);
 }
 
 /** A view that shares storage but is cut from the tape. */
@@ -77,6 +168,7 @@ export interface GradOps {
   addInPlace(dst: Tensor, src: Tensor): void;
   copy(src: Tensor, persistent: boolean): Tensor;
   ones(shape: Shape): Tensor;
+  zeros(shape: Shape): Tensor;
 }
 
 let gradOps: GradOps | null = null;
@@ -125,6 +217,70 @@ export function backward(root: Tensor, gradient?: Tensor): void {
     }
     t.node = null;
   }
+}
+
+/**
+ * Pull `cotangent` (shape of `root`) back through a reverse session's tape to its targets. The tape is kept
+ * (pull again with another cotangent); targets are treated as leaves even when they carry a node of another
+ * session. Returns the gradient of each target in order (zeros where `root` does not depend on it).
+ */
+export function pullback(s: ReverseSession, root: Tensor, cotangent: Tensor, targets: Tensor[]): Tensor[] {
+  const ops = gradOps!;
+  if (cotangent.shape.join() !== root.shape.join()) {
+    throw new Error(`vjp: cotangent shape (${cotangent.shape}) != output shape (${root.shape})`);
+  }
+  const live = (t: Tensor) => s.targets.has(t) || s.recorded.has(t);
+  const order: Tensor[] = [];
+  const seen = new Set<Tensor>([root]);
+  const stack: [Tensor, number][] = [[root, 0]];
+  while (stack.length) {
+    const top = stack[stack.length - 1];
+    const [t, i] = top;
+    const inputs = !s.targets.has(t) && s.recorded.has(t) ? t.node?.inputs ?? [] : [];
+    if (i < inputs.length) {
+      top[1]++;
+      const c = inputs[i];
+      if (live(c) && !seen.has(c)) {
+        seen.add(c);
+        stack.push([c, 0]);
+      }
+    } else {
+      order.push(t);
+      stack.pop();
+    }
+  }
+  const grads = new Map<Tensor, Tensor>([[root, cotangent]]);
+  const result = new Map<Tensor, Tensor>();
+  withSessions({ pulling: s, forward: null, reverse: null }, false, () => {
+    for (let i = order.length - 1; i >= 0; i--) {
+      const t = order[i];
+      const g = grads.get(t);
+      grads.delete(t);
+      if (!g) continue;
+      if (s.targets.has(t) || !t.node || !s.recorded.has(t)) {
+        result.set(t, g);
+        continue;
+      }
+      const node = t.node;
+      const inGrads = node.backward(g);
+      if (inGrads.length !== node.inputs.length) {
+        throw new Error(
+          `backward of ${node.op} returned ${inGrads.length} gradients for ${node.inputs.length} inputs`,
+        );
+      }
+      for (let j = 0; j < node.inputs.length; j++) {
+        const x = node.inputs[j];
+        const gx = inGrads[j];
+        if (!gx || !live(x)) continue;
+        if (gx.shape.join() !== x.shape.join()) {
+          throw new Error(`backward of ${node.op}: gradient shape (${gx.shape}) != input shape (${x.shape})`);
+        }
+        const prev = grads.get(x);
+        grads.set(x, prev ? ops.add(prev, gx) : gx);
+      }
+    }
+  });
+  return targets.map((x) => result.get(x) ?? ops.zeros(x.shape));
 }
 
 function accumulateLeaf(t: Tensor, g: Tensor, ops: GradOps) {

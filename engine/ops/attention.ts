@@ -31,7 +31,7 @@ import {
   attnDthetaKernel,
   attnPostKernel,
 } from "../../kernels/attention_bwd.wgsl.ts";
-import { record } from "../autograd.ts";
+import { needsGrad, record } from "../autograd.ts";
 import { gpu } from "../device.ts";
 import { dispatch, grid1d, releaseBuffer, uniformBuffer } from "../runtime.ts";
 import { shapeStr, Tensor } from "../tensor.ts";
@@ -175,9 +175,11 @@ export function attention(qkv: Tensor, theta: Tensor, coords: Tensor, opts: Atte
   }
   qt.dispose();
   kt.dispose();
+  // Reverse mode only: MMPS (method §8) differentiates the denoiser by VJPs; forward mode is needed through the
+  // decoder alone, which does not use this op. A tangent reaching it fails, naming the op.
   return record(out, "attention", [qkv, theta], (gOut) => {
     const grads = attentionBackward(qkv, theta, coords, out, lse, gOut, g, eps, impl, opts.tiles?.bwd);
-    return [qkv.requiresGrad ? grads.dqkv : (grads.dqkv.dispose(), null), grads.dtheta];
+    return [needsGrad(qkv) ? grads.dqkv : (grads.dqkv.dispose(), null), grads.dtheta];
   });
 }
 
@@ -247,7 +249,7 @@ function attentionBackward(
     grid1d(B * N * H, 64),
   );
   let dtheta: Tensor | null = null;
-  if (theta.requiresGrad) {
+  if (needsGrad(theta)) {
     dtheta = Tensor.empty([A, D / 2]);
     const p4 = uniformBuffer(paramsWords(N, 1, B, d));
     dispatch(attnDthetaKernel(dims), [dphi.buffer, coords.buffer, dtheta.buffer, p4], grid1d(D / 2, 64));

@@ -4,6 +4,11 @@
  * `layer_norm` (last axis, biased variance), as the spec asks to keep them different.
  * Forward and backward are one fused dispatch each (kernels/channel_norm.wgsl.ts); the forward saves mean and
  * rstd per pixel for the backward. Float64 reference below.
+ *
+ * JVP (derived per pixel, over the C channels, with r = 1/√(v + eps), v = Σ (x − μ)²/(C − 1), y = (x − μ)·r):
+ * μ̇ = mean ẋ; v̇ = 2 Σ (x − μ)(ẋ − μ̇)/(C − 1) = 2 Σ (x − μ) ẋ/(C − 1) (as Σ (x − μ) = 0); ṙ = −½ r³ v̇; so
+ *   ẏ = r·(ẋ − μ̇) + (x − μ)·ṙ = r·[ẋ − mean_c ẋ − y · Σ_c (y ẋ)/(C − 1)],
+ * composed from a channel mean, a channel sum and one map, with the saved rstd.
  */
 import {
   CHANNEL_NORM_WG,
@@ -11,7 +16,10 @@ import {
   channelNormInvocations,
   channelNormKernel,
 } from "../../kernels/channel_norm.wgsl.ts";
+import { f32 } from "../../kernels/common.ts";
 import { record } from "../autograd.ts";
+import { map, mul } from "./elementwise.ts";
+import { mean as meanOver, sum } from "./reduce.ts";
 import { dispatch, grid1d } from "../runtime.ts";
 import { type Shape, shapeStr, Tensor } from "../tensor.ts";
 
@@ -40,6 +48,13 @@ export function channel_norm(x: Tensor, eps = 1e-5): Tensor {
       grid,
     );
     return [dx];
+  }, ([t]) => {
+    const [b, c] = x.shape, p = cfg.pixels;
+    const t3 = t!.view([b, c, p]), y3 = y.view([b, c, p]); // (B, C, P)
+    const mt = meanOver(t3, 1, true), proj = sum(mul(y3, t3), 1, true); // (B, 1, P)
+    const r = rstd.view([b, 1, p]);
+    const expr = `in4 * (in0 - in1 - in2 * in3 * ${f32(1 / (c - 1))})`;
+    return map([t3, mt, y3, proj, r], expr, "channel_norm_jvp", [b, c, p]).view(x.shape);
   });
   if (!y.node) [mean, rstd].forEach((t) => t.dispose()); // no tape: the statistics are not needed
   return y;

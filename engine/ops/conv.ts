@@ -7,6 +7,8 @@
  * (reduction channel, tap, output channel): for the input gradient the re-layout transposes the channels and
  * reverses the taps, which is the adjoint of a stride-1 "same" convolution under both padding modes. The weight
  * gradient is the split-K pass of the same generator plus one sum over splits; the bias gradient sums g.
+ * The JVP (conv is bilinear in x and weight) is conv(ẋ, W) + conv(x, Ẇ) + ḃ: two forward passes, ḃ riding as the
+ * second one's bias.
  * Tile shapes come from a per-adapter table (filled from bench/kernels/conv.ts sweeps); the float64 reference
  * sits at the bottom.
  */
@@ -26,10 +28,11 @@ import {
   type WgradTile,
 } from "../../kernels/conv.wgsl.ts";
 import { type AdapterKind, type AdapterTable, adapterTable } from "../adapter.ts";
-import { record } from "../autograd.ts";
+import { needsGrad, record } from "../autograd.ts";
 import { gpu } from "../device.ts";
 import { dispatch, grid1d } from "../runtime.ts";
 import { numel, type Shape, shapeStr, Tensor } from "../tensor.ts";
+import { add, map } from "./elementwise.ts";
 import { sum } from "./reduce.ts";
 
 export type { ConvGeom, ConvTile, WgradTile };
@@ -285,10 +288,19 @@ function convNd(n: 2 | 3, x: Tensor, weight: Tensor, bias: Tensor | undefined, o
   const y = convForwardRaw(x, weight, bias, circular);
   const inputs = bias ? [x, weight, bias] : [x, weight];
   return record(y, op, inputs, (g) => {
-    const gx = x.requiresGrad ? convInputGradRaw(g, weight, circular) : null;
-    const gw = weight.requiresGrad ? convWeightGradRaw(x, g, weight.shape, circular) : null;
+    const gx = needsGrad(x) ? convInputGradRaw(g, weight, circular) : null;
+    const gw = needsGrad(weight) ? convWeightGradRaw(x, g, weight.shape, circular) : null;
     if (!bias) return [gx, gw];
-    return [gx, gw, bias.requiresGrad ? convBiasGradRaw(g) : null];
+    return [gx, gw, needsGrad(bias) ? convBiasGradRaw(g) : null];
+  }, ([tx, tw, tb]) => {
+    const viaW = tw
+      ? convForwardRaw(x, tw, tb ?? undefined, circular)
+      : tb
+      ? map([tb.view([tb.size, ...Array(n).fill(1)])], "in0", "conv_jvp_bias", y.shape)
+      : null;
+    const viaX = tx ? convForwardRaw(tx, weight, undefined, circular) : null;
+    if (viaX && viaW) return add(viaX, viaW);
+    return viaX ?? viaW;
   });
 }
 

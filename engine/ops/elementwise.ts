@@ -1,6 +1,12 @@
 /**
  * Elementwise ops with NumPy broadcasting: forward (one fused map kernel), backward (one fused map kernel per
- * input, summed back to the input's shape), and the float64 CPU reference, side by side in one table per arity.
+ * input, summed back to the input's shape), forward-mode JVP (one fused map kernel) and the float64 CPU
+ * reference, side by side in one table per arity.
+ *
+ * The JVP rules are generated from the same partial-derivative expressions as the backward (tinygrad / jax-js
+ * style, one helper per family): for a unary map ẏ = f′(x)·ẋ is the backward's `dx` with the tangent in place of
+ * g; for a binary map ẏ = ∂f/∂a·ȧ + ∂f/∂b·ḃ is `da` with ȧ for g plus `db` with ḃ for g. So every table row has
+ * its rule, and the rule is checked against finite differences of the row's `ref` (tests/engine/jvp_test.ts).
  *
  * To add a unary op: one row in UNARY with its WGSL expression, its derivative (in `$g` = dL/dy, `$x` = input,
  * `$y` = output) and its float64 reference, its exported function, and its entry in ELEMENTWISE_OPS (a compile
@@ -9,7 +15,7 @@
  */
 import { f32 } from "../../kernels/common.ts";
 import { mapKernel, mapVectorWidth, mapWorkgroupSize } from "../../kernels/elementwise.wgsl.ts";
-import { record } from "../autograd.ts";
+import { type JvpRule, record } from "../autograd.ts";
 import { dispatch, grid1d } from "../runtime.ts";
 import { numel, type Shape, shapeStr, Tensor } from "../tensor.ts";
 import { sum } from "./reduce.ts";
@@ -125,7 +131,22 @@ function binary(op: BinaryOp, a: Operand, b: Operand): Tensor {
       grads.push(def.db ? sumTo(gradMap(def.db, vars, `${op}_db`, g.shape), b.shape) : null);
     }
     return grads;
-  });
+  }, binaryJvp(op, def, a, b, out.shape));
+}
+
+/** ẏ = da[g := ȧ] + db[g := ḃ] as one map; tangents align with the tensor operands. */
+function binaryJvp(op: string, def: BinaryDef, a: Operand, b: Operand, shape: Shape): JvpRule {
+  return (ts) => {
+    let k = 0;
+    const u = typeof a === "number" ? null : ts[k++];
+    const v = typeof b === "number" ? null : ts[k++];
+    const terms: string[] = [];
+    if (u && def.da) terms.push(def.da.replaceAll("$g", "$u"));
+    if (v && def.db) terms.push(def.db.replaceAll("$g", "$v"));
+    if (!terms.length) return null;
+    const vars: Record<string, Operand> = { a, b, u: u ?? 0, v: v ?? 0 };
+    return gradMap(terms.map((t) => `(${t})`).join(" + "), vars, `${op}_jvp`, shape);
+  };
 }
 
 export const add = (a: Operand, b: Operand) => binary("add", a, b);
@@ -172,9 +193,16 @@ export function unaryHasGradient(op: UnaryOp): boolean {
   return (UNARY[op] as UnaryDef).dx !== null;
 }
 
+/** Backward: g·f′(x); JVP: ẋ·f′(x), the same expression with the tangent for g (null dx: zero tangent). */
 function unary(op: string, x: Tensor, def: UnaryDef = UNARY[op as UnaryOp]): Tensor {
   const y = map([x], def.expr.replaceAll("X", "in0"), op);
-  return record(y, op, [x], (g) => [def.dx ? gradMap(def.dx, { g, x, y }, `${op}_dx`, x.shape) : null]);
+  return record(
+    y,
+    op,
+    [x],
+    (g) => [def.dx ? gradMap(def.dx, { g, x, y }, `${op}_dx`, x.shape) : null],
+    ([t]) => def.dx ? gradMap(def.dx, { g: t!, x, y }, `${op}_jvp`, x.shape) : null,
+  );
 }
 
 export const neg = (x: Tensor) => unary("neg", x);
@@ -236,6 +264,15 @@ export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
       grads.push(sumTo(map([cond, g], "select(in1, 0.0, in0 != 0.0)", "where_db"), b.shape));
     }
     return grads;
+  }, (ts) => {
+    // ẏ = cond ? ȧ : ḃ (no tangent through cond).
+    let k = 1;
+    const u = typeof a === "number" ? null : ts[k++];
+    const v = typeof b === "number" ? null : ts[k++];
+    if (!u && !v) return null;
+    const tin: Tensor[] = [cond];
+    const lu = u ? `in${tin.push(u) - 1}` : "0.0", lv = v ? `in${tin.push(v) - 1}` : "0.0";
+    return map(tin, `select(${lv}, ${lu}, in0 != 0.0)`, "where_jvp", out.shape);
   });
 }
 

@@ -2,7 +2,7 @@
  * matmul (batched, either operand transposed, batch dims broadcast) and linear (PyTorch layout W: (out, in)).
  * Forward: the tiled kernel of kernels/matmul.wgsl.ts with the tile chosen per adapter and problem size
  * (MATMUL_TILES); backward: two more matmuls with the transposes folded into the kernel's indexing (never
- * materialised); float64 reference below.
+ * materialised); JVP (bilinear): op(ȧ)·op(b) + op(a)·op(ḃ), for linear ẋWᵀ + xẆᵀ + ḃ; float64 reference below.
  */
 import {
   DEFAULT_TILE,
@@ -13,11 +13,11 @@ import {
   matmulVec4,
 } from "../../kernels/matmul.wgsl.ts";
 import { type AdapterKind, type AdapterTable, adapterTable } from "../adapter.ts";
-import { record } from "../autograd.ts";
+import { needsGrad, record } from "../autograd.ts";
 import { gpu } from "../device.ts";
 import { dispatch } from "../runtime.ts";
 import { type Shape, shapeStr, Tensor } from "../tensor.ts";
-import { broadcastShapes, sumTo } from "./elementwise.ts";
+import { add, broadcastShapes, map, sumTo } from "./elementwise.ts";
 import { sum } from "./reduce.ts";
 
 export interface TileRule {
@@ -192,8 +192,17 @@ export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Te
     const gb = !transB
       ? (transA ? matmulRaw(a, g, false, false) : matmulRaw(a, g, true, false))
       : (transA ? matmulRaw(g, a, true, true) : matmulRaw(g, a, true, false));
-    return [a.requiresGrad ? sumTo(ga, a.shape) : null, b.requiresGrad ? sumTo(gb, b.shape) : null];
+    return [needsGrad(a) ? sumTo(ga, a.shape) : null, needsGrad(b) ? sumTo(gb, b.shape) : null];
+  }, ([ta, tb]) => {
+    const terms = [ta && matmulRaw(ta, b, transA, transB), tb && matmulRaw(a, tb, transA, transB)];
+    return sumTerms(terms);
   });
+}
+
+/** Σ of the non-null terms (null when all are null: a zero tangent). */
+function sumTerms(terms: (Tensor | null)[]): Tensor | null {
+  const ts = terms.filter((t): t is Tensor => t !== null);
+  return ts.length ? ts.slice(1).reduce((acc, t) => add(acc, t), ts[0]) : null;
 }
 
 /** y = x Wᵀ + b over the last axis; W is (out_features, in_features) as in torch.nn.Linear. */
@@ -209,13 +218,24 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
   x2.dispose();
   y2.dispose();
   const inputs = bias ? [x, weight, bias] : [x, weight];
+  /** u Vᵀ (+ c) over the last axis, no autodiff. */
+  const lin = (u: Tensor, v: Tensor, c?: Tensor) => {
+    const u2 = u.view([rows, inF]);
+    const out = matmulRaw(u2, v, false, true, c).view(y.shape);
+    u2.dispose();
+    return out;
+  };
   return record(y, "linear", inputs, (g) => {
     const g2 = g.view([rows, weight.shape[0]]);
-    const gx = x.requiresGrad ? matmulRaw(g2, weight, false, false).view(x.shape) : null;
+    const gx = needsGrad(x) ? matmulRaw(g2, weight, false, false).view(x.shape) : null;
     const xv = x.view([rows, inF]);
-    const gw = weight.requiresGrad ? matmulRaw(g2, xv, true, false) : null;
-    const gb = bias?.requiresGrad ? sum(g2, 0) : null;
+    const gw = needsGrad(weight) ? matmulRaw(g2, xv, true, false) : null;
+    const gb = bias && needsGrad(bias) ? sum(g2, 0) : null;
     return bias ? [gx, gw, gb] : [gx, gw];
+  }, ([tx, tw, tb]) => {
+    // ẏ = ẋWᵀ + xẆᵀ + ḃ, the bias tangent folded into the second matmul when there is one.
+    const viaW = tw ? lin(x, tw, tb ?? undefined) : tb ? map([tb], "in0", "linear_jvp_bias", y.shape) : null;
+    return sumTerms([tx && lin(tx, weight), viaW]);
   });
 }
 

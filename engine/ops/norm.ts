@@ -2,12 +2,16 @@
  * softmax, layer_norm and rms_norm over the last axis: hand-fused forward and backward row kernels
  * (kernels/rownorm.wgsl.ts) and float64 references. layer_norm uses the biased variance like
  * torch.nn.functional.layer_norm; weight/bias gradients are column sums of g·x̂ and g.
+ * JVPs (composed from elementwise ops and row sums): softmax ẏ = y ⊙ (ẋ − Σ y ẋ); layer_norm
+ * d x̂ = r (ẋ − mean ẋ − x̂ · mean(x̂ ẋ)) with r = 1/√(var + eps), rms_norm d x̂ = r (ẋ − x̂ · mean(x̂ ẋ)); then
+ * ẏ = d x̂ ⊙ w + x̂ ⊙ ẇ + ḃ.
  */
 import { type RowConfig, rowKernel, type RowOp, rowsPerGroup } from "../../kernels/rownorm.wgsl.ts";
-import { record } from "../autograd.ts";
+import { f32 } from "../../kernels/common.ts";
+import { needsGrad, record } from "../autograd.ts";
 import { dispatch, grid1d } from "../runtime.ts";
 import { type Shape, Tensor } from "../tensor.ts";
-import { map } from "./elementwise.ts";
+import { add, map, mul, sub } from "./elementwise.ts";
 import { sum } from "./reduce.ts";
 
 function runRow(op: RowOp, x: Tensor, eps: number, affine: boolean, bufs: Tensor[]): void {
@@ -25,7 +29,7 @@ export function softmax(x: Tensor): Tensor {
     const dx = Tensor.empty(x.shape);
     runRow("softmax_bwd", x, 0, false, [y, g, dx]);
     return [dx];
-  });
+  }, ([t]) => mul(y, sub(t!, sum(mul(y, t!), -1, true))));
 }
 
 function normOp(
@@ -60,10 +64,27 @@ function normOp(
       const gxhat = mu
         ? map([x2, mu, rs, g2], "(in0 - in1) * in2 * in3", "ln_dw", [rows, d])
         : map([x2, rs, g2], "in0 * in1 * in2", "rms_dw", [rows, d]);
-      grads.push(sum(gxhat, 0));
-      if (ln && bias) grads.push(sum(g2, 0));
+      grads.push(needsGrad(weight) ? sum(gxhat, 0) : null);
+      if (ln && bias) grads.push(needsGrad(bias) ? sum(g2, 0) : null);
     }
     return grads;
+  }, ([tx, tw, tb]) => {
+    const x2 = x.view([rows, d]);
+    const xhat = mu
+      ? map([x2, mu, rs], "(in0 - in1) * in2", "ln_xhat", [rows, d])
+      : map([x2, rs], "in0 * in1", "rms_xhat", [rows, d]);
+    const terms: Tensor[] = [];
+    if (tx) {
+      const t2 = tx.view([rows, d]);
+      const proj = sum(mul(xhat, t2), 1, true); // (rows, 1): Σ x̂ ẋ
+      const centred = mu ? sub(t2, mul(sum(t2, 1, true), 1 / d)) : t2;
+      const dxhat = map([centred, xhat, proj, rs], `in3 * (in0 - in1 * in2 * ${f32(1 / d)})`, `${kind}_jvp`);
+      terms.push(weight ? mul(dxhat, weight) : dxhat);
+    }
+    if (tw) terms.push(mul(xhat, tw));
+    if (tb) terms.push(map([tb], "in0", "norm_jvp_bias", [rows, d]));
+    if (!terms.length) return null;
+    return terms.slice(1).reduce((acc, t) => add(acc, t), terms[0]).view(x.shape);
   });
 }
 

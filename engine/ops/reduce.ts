@@ -2,6 +2,8 @@
  * Reductions over axes: sum, mean, max (amax), var (biased or unbiased), with keepdim like PyTorch.
  * Forward: one or two passes of the (outer, R, inner) kernel; non-adjacent axes are first permuted to the end.
  * Backward: broadcast of the upstream gradient (mean scales, max routes to the arg-max positions, ties share).
+ * JVP: the same reduction of the tangent (max: the tangent averaged over the tied arg-max positions); mean and
+ * variance are compositions, so their rules come from sum, mul, sub and square.
  */
 import { reduceChunks, reduceKernel, reduceLaunch, type ReduceOp } from "../../kernels/reduce.wgsl.ts";
 import { record } from "../autograd.ts";
@@ -76,7 +78,13 @@ export function sum(x: Tensor, axes?: number | number[], keepdim = false): Tenso
   const ax = normAxes(axes, x.ndim);
   const k = reduceAxes(x, "sum", ax);
   const out = keepdim ? k : reshapeNoGrad(k, outShape(x.shape, ax, false));
-  return record(out, "sum", [x], (g) => [expand(g.view(keptShape(x.shape, ax)), x.shape)]);
+  return record(
+    out,
+    "sum",
+    [x],
+    (g) => [expand(g.view(keptShape(x.shape, ax)), x.shape)],
+    ([t]) => sum(t!, ax, keepdim),
+  );
 }
 
 export function mean(x: Tensor, axes?: number | number[], keepdim = false): Tensor {
@@ -94,6 +102,11 @@ export function max(x: Tensor, axes?: number | number[], keepdim = false): Tenso
     const mask = eq(x, out.view(keptShape(x.shape, ax)));
     const count = reduceAxes(mask, "sum", ax);
     return [map([mask, g.view(keptShape(x.shape, ax)), count], "in0 * in1 / in2", "max_dx", x.shape)];
+  }, ([t]) => {
+    const mask = eq(x, out.view(keptShape(x.shape, ax)));
+    const count = reduceAxes(mask, "sum", ax);
+    const picked = reduceAxes(map([mask, t!], "in0 * in1", "max_pick"), "sum", ax);
+    return map([picked, count], "in0 / in1", "max_jvp").view(out.shape);
   });
 }
 

@@ -1,13 +1,16 @@
 /**
  * Shape ops: reshape (a view), permute, slice, concat, pad (constant or circular). Forward through the gather /
  * scatter kernels; each backward is another shape op (permute ↔ inverse permute, slice ↔ zero pad, concat ↔
- * slices, circular pad ↔ wrapped sums); the float64 references index the same way on the CPU.
+ * slices, circular pad ↔ wrapped sums); each JVP is the op itself applied to the tangent (they are linear;
+ * pad fills the tangent with 0 whatever the value); the float64 references index the same way on the CPU.
  */
 import { GATHER_WG, type GatherConfig, gatherKernel, scatterBlockKernel } from "../../kernels/gather.wgsl.ts";
 import { record } from "../autograd.ts";
 import { dispatch, grid1d } from "../runtime.ts";
 import { numel, type Shape, shapeStr, Tensor } from "../tensor.ts";
-import { add } from "./elementwise.ts";
+import { add, zeros } from "./elementwise.ts";
+
+const zerosLike = (t: Tensor) => zeros(t.shape);
 
 /** Index-remapping copy without autodiff (see kernels/gather.wgsl.ts for perm and offset). */
 export function gather(x: Tensor, c: Omit<GatherConfig, "inShape">): Tensor {
@@ -25,7 +28,7 @@ export function reshape(x: Tensor, shape: number[]): Tensor {
   if (numel(resolved) !== x.size) {
     throw new Error(`reshape: cannot view ${shapeStr(x.shape)} as ${shapeStr(shape)}`);
   }
-  return record(x.view(resolved), "reshape", [x], (g) => [g.view(x.shape)]);
+  return record(x.view(resolved), "reshape", [x], (g) => [g.view(x.shape)], ([t]) => t!.view(resolved));
 }
 
 export function permute(x: Tensor, perm: number[], grad = true): Tensor {
@@ -36,7 +39,7 @@ export function permute(x: Tensor, perm: number[], grad = true): Tensor {
   const out = gather(x, { outShape, perm, offset: perm.map(() => 0), mode: "constant", fill: 0 });
   if (!grad) return out;
   const inv = perm.map((_, i) => perm.indexOf(i));
-  return record(out, "permute", [x], (g) => [permute(g, inv)]);
+  return record(out, "permute", [x], (g) => [permute(g, inv)], ([t]) => permute(t!, perm));
 }
 
 /** x.transpose(a, b). */
@@ -59,7 +62,7 @@ export function slice(x: Tensor, axis: number, start: number, end: number): Tens
   return record(out, "slice", [x], (g) => {
     const pads = x.shape.map((_, i) => (i === ax ? [start, x.shape[ax] - end] : [0, 0]) as [number, number]);
     return [pad(g, pads)];
-  });
+  }, ([t]) => slice(t!, ax, start, end));
 }
 
 export function concat(xs: Tensor[], axis: number): Tensor {
@@ -90,6 +93,7 @@ export function concat(xs: Tensor[], axis: number): Tensor {
     "concat",
     xs,
     (g) => xs.map((t, i) => slice(g, ax, offsets[i], offsets[i] + t.shape[ax])),
+    (ts) => concat(ts.map((t, i) => t ?? zerosLike(xs[i])), ax),
   );
 }
 
@@ -117,6 +121,7 @@ export function pad(
     "pad",
     [x],
     (g) => [mode === "constant" ? unpad(g, pads) : circularPadBackward(g, pads)],
+    ([t]) => pad(t!, pads, mode, 0),
   );
 }
 
