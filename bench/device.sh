@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # GPU benchmarks in one call of the workplace's device tool (a lent H200; no deno, no network there):
 #   here, once:  bash bench/device_prep.sh
-#   device run:  command "bash bench/device.sh attention transformer_block matmul", carry [".gl"], timeout_s ≤ 600
+#   device run:  command "bash bench/device.sh step attention transformer_block matmul", carry [".gl"], timeout_s ≤ 600
+# (`step`: the AE, diffusion, latent-solver and pixel-solver training steps, `default` and the `large` Euler shape;
+# `emulate_`: inference per generated state; `metrics`: evaluation throughput.)
 # Each argument is one `deno task bench --filter` (none: every benchmark). Prints the tables and copies them and
 # the bench/results rows to $OUT. LOLA_REQUIRE_GPU=1: a missing NVIDIA Vulkan driver is an error, not a silent
 # run on a CPU adapter.

@@ -45,9 +45,21 @@ export async function saveSafetensors(
     out.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), p);
     p += a.byteLength;
   }
+  await replaceAtomically(path, (tmp) => Deno.writeFile(tmp, out));
+}
+
+/** Writes through `write(tmp)` then renames to `path`; a failure (full disk, kill signal) removes the temp file. */
+async function replaceAtomically(path: string, write: (tmp: string) => Promise<void>): Promise<void> {
   const tmp = `${path}.tmp-${Deno.pid}`;
-  await Deno.writeFile(tmp, out);
-  await Deno.rename(tmp, path);
+  try {
+    await write(tmp);
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    try {
+      await Deno.remove(tmp);
+    } catch { /* never written */ }
+    throw e;
+  }
 }
 
 /** Read every tensor of a safetensors file (F32, F16 and BF16 are converted to float32). */
@@ -171,7 +183,5 @@ export function loadInto(
 
 /** Write a text file under a temp name, then rename: readers never see half of it. */
 export async function writeTextAtomic(path: string, text: string): Promise<void> {
-  const tmp = `${path}.tmp-${Deno.pid}`;
-  await Deno.writeTextFile(tmp, text);
-  await Deno.rename(tmp, path);
+  await replaceAtomically(path, (tmp) => Deno.writeTextFile(tmp, text));
 }

@@ -1,7 +1,8 @@
 /**
- * The engine's smallest real training run: a 2-layer MLP (SiLU) fitting y = Σ_j sin(0.4·(j+1)·x_j) on 256
- * random points of [-2, 2]^4 with Adam, cosine schedule, warmup and grad clipping; the loss is read back only
- * every `logEvery` steps (a readback costs ≥10 ms). Writes metrics.jsonl and config.json atomically.
+ * The engine's smallest real training run: a 2-layer MLP (SiLU) fitting y = Σ_j sin(0.4·(j+1)·x_j) on random
+ * points of [-2, 2]^4 with Adam, cosine schedule, warmup and grad clipping; the loss is read back only every
+ * `logEvery` steps (a readback costs ≥10 ms). `fitMlp` is the loop (the engine's learning, memory and
+ * reproducibility tests run it); `runMlpDemo` (`deno task train mlp`) writes metrics.jsonl and config.json.
  */
 import {
   Adam,
@@ -13,6 +14,7 @@ import {
   linear,
   mean,
   mul,
+  pool,
   scope,
   silu,
   square,
@@ -22,29 +24,41 @@ import {
 } from "../engine/index.ts";
 import { writeTextAtomic } from "../engine/checkpoint.ts";
 
-export interface MlpDemoConfig {
+export interface MlpFit {
+  seed: number;
   steps: number;
   lr: number;
   hidden: number;
-  seed: number;
-  out: string;
+  /** Training points (default 256), drawn from the seed's generator unless `x` (n × 4) is given. */
+  points?: number;
+  x?: Float32Array;
+  warmup?: number;
+  maxNorm?: number;
   logEvery?: number;
 }
 
-export async function runMlpDemo(cfg: MlpDemoConfig, onStep?: (step: number, loss?: number) => void) {
-  await initDevice();
-  const n = 256, din = 4, logEvery = cfg.logEvery ?? 100;
+export interface MlpLog {
+  step: number;
+  loss: number;
+  lr: number;
+  /** GPU bytes in use after the step (a flat series means no leak). */
+  bytesInUse: number;
+  time_s: number;
+}
+
+/** Trains the MLP and returns the logged losses; a non-finite logged loss stops it with one line. */
+export async function fitMlp(cfg: MlpFit, onLog?: (l: MlpLog) => void): Promise<MlpLog[]> {
+  const din = 4, logEvery = cfg.logEvery ?? 100;
   const gen = new Generator(cfg.seed);
-  const x = scope(() => mul(gen.uniform([n, din]), 4).keep());
-  const xs = await x.read();
-  const y = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j < din; j++) {
-      xs[i * din + j] -= 2;
-      y[i] += Math.sin(0.4 * (j + 1) * xs[i * din + j]);
-    }
+  let xs = cfg.x;
+  if (!xs) {
+    const x = scope(() => mul(gen.uniform([cfg.points ?? 256, din]), 4).keep());
+    xs = (await x.read()).map((v) => v - 2);
+    x.dispose();
   }
-  x.dispose();
+  const n = xs.length / din;
+  const y = new Float32Array(n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < din; j++) y[i] += Math.sin(0.4 * (j + 1) * xs[i * din + j]);
   const xt = Tensor.fromData(xs, [n, din], { persistent: true });
   const yt = Tensor.fromData(y, [n, 1], { persistent: true });
   const init = (shape: number[], std: number) => scope(() => mul(gen.normal(shape), std).keep());
@@ -57,36 +71,64 @@ export async function runMlpDemo(cfg: MlpDemoConfig, onStep?: (step: number, los
   const [w1, b1, w2, b2] = params;
   for (const p of params) p.requiresGrad = true;
   const opt = new Adam(params, { lr: cfg.lr });
+  const logs: MlpLog[] = [];
+  const t0 = performance.now();
+  try {
+    for (let step = 0; step < cfg.steps; step++) {
+      const lr = cosineLr(step, cfg.steps, cfg.lr, { warmup: cfg.warmup ?? 20 });
+      const loss = scope(() => {
+        const l = mean(square(sub(linear(silu(linear(xt, w1, b1)), w2, b2), yt)));
+        backward(l);
+        opt.step({ lr, gradNorm: gradNorm(params), maxNorm: cfg.maxNorm ?? 1 });
+        zeroGrad(params);
+        return step % logEvery === 0 || step === cfg.steps - 1 ? l.keep() : null;
+      });
+      if (!loss) continue;
+      const value = await loss.item();
+      loss.dispose();
+      if (!Number.isFinite(value)) throw new Error(`loss became ${value} at step ${step}: lower --lr`);
+      const entry = {
+        step,
+        loss: value,
+        lr,
+        bytesInUse: pool.stats.bytesInUse,
+        time_s: (performance.now() - t0) / 1000,
+      };
+      logs.push(entry);
+      onLog?.(entry);
+    }
+  } finally {
+    for (const t of [...params, xt, yt]) t.dispose();
+    opt.dispose();
+  }
+  return logs;
+}
+
+export interface MlpDemoConfig {
+  steps: number;
+  lr: number;
+  hidden: number;
+  seed: number;
+  out: string;
+  logEvery?: number;
+}
+
+export async function runMlpDemo(cfg: MlpDemoConfig, onStep?: (step: number, loss?: number) => void) {
+  await initDevice();
   await Deno.mkdir(cfg.out, { recursive: true });
   await writeTextAtomic(
     `${cfg.out}/config.json`,
     JSON.stringify({ kind: "mlp_demo", ...cfg }, null, 2) + "\n",
   );
-  const lines: string[] = [];
   const t0 = performance.now();
-  let firstLoss = NaN, finalLoss = NaN;
-  for (let step = 0; step < cfg.steps; step++) {
-    const lr = cosineLr(step, cfg.steps, cfg.lr, { warmup: 20 });
-    const loss = scope(() => {
-      const l = mean(square(sub(linear(silu(linear(xt, w1, b1)), w2, b2), yt)));
-      backward(l);
-      opt.step({ lr, gradNorm: gradNorm(params), maxNorm: 1 });
-      zeroGrad(params);
-      return step % logEvery === 0 || step === cfg.steps - 1 ? l.keep() : null;
-    });
-    let value: number | undefined;
-    if (loss) {
-      value = await loss.item();
-      loss.dispose();
-      if (!Number.isFinite(value)) throw new Error(`loss became ${value} at step ${step}: lower --lr`);
-      if (Number.isNaN(firstLoss)) firstLoss = value;
-      finalLoss = value;
-      lines.push(JSON.stringify({ step, loss: value, lr, time_s: (performance.now() - t0) / 1000 }));
-    }
-    onStep?.(step + 1, value);
-  }
-  await writeTextAtomic(`${cfg.out}/metrics.jsonl`, lines.join("\n") + "\n");
-  for (const t of [...params, xt, yt]) t.dispose();
-  opt.dispose();
-  return { firstLoss, finalLoss, seconds: (performance.now() - t0) / 1000 };
+  const logs = await fitMlp(cfg, (l) => onStep?.(l.step + 1, l.loss));
+  await writeTextAtomic(
+    `${cfg.out}/metrics.jsonl`,
+    logs.map(({ step, loss, lr, time_s }) => JSON.stringify({ step, loss, lr, time_s })).join("\n") + "\n",
+  );
+  return {
+    firstLoss: logs[0].loss,
+    finalLoss: logs[logs.length - 1].loss,
+    seconds: (performance.now() - t0) / 1000,
+  };
 }

@@ -83,3 +83,18 @@ Deno.test("checkpoint: a truncated file is named and called truncated, not 'Inva
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("checkpoint: a save that fails (here the rename) leaves no temp file behind", async () => {
+  await gpuReady();
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/x.safetensors`;
+  await Deno.mkdir(path); // renaming a file onto a directory fails
+  const t = Tensor.fromData([1, 2, 3], [3], { persistent: true });
+  try {
+    await assert.rejects(saveSafetensors(path, { t }));
+    const left = [...Deno.readDirSync(dir)].map((e) => e.name);
+    assert.deepEqual(left, ["x.safetensors"], `left behind: ${left}`);
+  } finally {
+    t.dispose();
+  }
+});

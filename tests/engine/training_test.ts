@@ -3,23 +3,8 @@
  * (loss ÷100), must not leak GPU memory over 500 steps, and must be bit-reproducible for a fixed seed.
  */
 import assert from "node:assert/strict";
-import {
-  Adam,
-  backward,
-  cosineLr,
-  Generator,
-  gradNorm,
-  linear,
-  mean,
-  mul,
-  pool,
-  scope,
-  silu,
-  square,
-  sub,
-  Tensor,
-  zeroGrad,
-} from "../../engine/index.ts";
+import { pool } from "../../engine/index.ts";
+import { fitMlp } from "../../train/mlp.ts";
 import { gpuReady, randArray } from "../helpers.ts";
 
 interface RunResult {
@@ -27,45 +12,20 @@ interface RunResult {
   bytesInUse: number[];
 }
 
+/** The `deno task train mlp` loop (train/mlp.ts) on 64 fixed points, reading the loss every `probeEvery` steps. */
 async function trainMlp(seed: number, steps: number, probeEvery: number): Promise<RunResult> {
-  const n = 64, din = 4, hidden = 64;
-  const xData = Float32Array.from(randArray(n * din, 11, -2, 2));
-  const yData = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    let s = 0;
-    for (let j = 0; j < din; j++) s += Math.sin(xData[i * din + j] * (j + 1) * 0.4);
-    yData[i] = s;
-  }
-  const x = Tensor.fromData(xData, [n, din], { persistent: true });
-  const y = Tensor.fromData(yData, [n, 1], { persistent: true });
-  const gen = new Generator(seed);
-  const init = (shape: number[], std: number) => scope(() => mul(gen.normal(shape), std).keep());
-  const w1 = init([hidden, din], 0.5), b1 = init([hidden], 0.1);
-  const w2 = init([1, hidden], 1 / Math.sqrt(hidden)), b2 = init([1], 0.1);
-  const params = [w1, b1, w2, b2];
-  for (const p of params) p.requiresGrad = true;
-  const opt = new Adam(params, { lr: 2e-2 });
-  const losses: number[] = [];
-  const bytesInUse: number[] = [];
-  for (let step = 0; step < steps; step++) {
-    const loss = scope(() => {
-      const h = silu(linear(x, w1, b1));
-      const pred = linear(h, w2, b2);
-      const l = mean(square(sub(pred, y)));
-      backward(l);
-      opt.step({ lr: cosineLr(step, steps, 2e-2, { warmup: 10 }), gradNorm: gradNorm(params), maxNorm: 10 });
-      zeroGrad(params);
-      return (step % probeEvery === 0 || step === steps - 1) ? l : null;
-    });
-    if (loss) {
-      losses.push(await loss.item());
-      loss.dispose();
-      bytesInUse.push(pool.stats.bytesInUse);
-    }
-  }
-  for (const t of [...params, x, y]) t.dispose();
-  opt.dispose();
-  return { losses, bytesInUse };
+  const x = Float32Array.from(randArray(64 * 4, 11, -2, 2));
+  const logs = await fitMlp({
+    seed,
+    steps,
+    lr: 2e-2,
+    hidden: 64,
+    x,
+    warmup: 10,
+    maxNorm: 10,
+    logEvery: probeEvery,
+  });
+  return { losses: logs.map((l) => l.loss), bytesInUse: logs.map((l) => l.bytesInUse) };
 }
 
 Deno.test("training: a 2-layer MLP regression trained with Adam drops its loss at least 100x", async () => {
