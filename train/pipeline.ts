@@ -69,6 +69,8 @@ export interface PipelineResult {
 
 /** Budget shares of the stages (they sum to 1 with the evaluation's); measured timings in the README. */
 const SHARES = { ae: 0.34, dm: 0.18, solver: 0.14, pixel: 0.14 } as const;
+/** The evaluation's reserve of the budget (its length is fixed by its settings, not fitted). */
+const EVAL_SHARE = 0.2;
 
 interface Done {
   fingerprint: string;
@@ -116,8 +118,20 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
   const count = widths.length * todo.filter((s) => s !== "pixel" && s !== "eval").length +
     (todo.includes("pixel") ? 1 : 0) + (todo.includes("eval") ? widths.length + (multi ? 1 : 0) : 0);
   let index = 0;
-  const minutes = (share: number, perWidth = true) =>
-    (o.budgetMinutes * share) / (perWidth ? widths.length : 1);
+  // The training stages share what the evaluation's reserve leaves, each getting its share of what is left
+  // when it starts: a stage that overran (or a slow encoding) shortens the ones after it, not the total.
+  const queue: number[] = [
+    ...(todo.includes("pixel") ? [SHARES.pixel] : []),
+    ...widths.flatMap(() =>
+      (["ae", "dm", "solver"] as const).filter((s) => todo.includes(s)).map((s) => SHARES[s] / widths.length)
+    ),
+  ];
+  const trainingMinutes = o.budgetMinutes * (todo.includes("eval") ? 1 - EVAL_SHARE : 1);
+  let spentMinutes = 0;
+  const minutes = (): number => {
+    const share = queue.shift() ?? 0, rest = share + queue.reduce((a, b) => a + b, 0);
+    return Math.max(0.5, ((trainingMinutes - spentMinutes) * share) / (rest || 1));
+  };
 
   /** Runs one stage unless complete; `run(resume)` returns its summary, or null when stopped. */
   const stage = async (
@@ -126,10 +140,12 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
     inputs: unknown,
     run: (resume: boolean) => Promise<Record<string, unknown> | null>,
   ): Promise<Done> => {
-    const fingerprint = await sha(JSON.stringify(inputs));
+    // The budget only sizes a run (its epochs are fixed once measured): not an input of its results.
+    const fingerprint = await sha(JSON.stringify(inputs, (k, v) => (k === "budgetMinutes" ? undefined : v)));
     o.onStage?.(label, index++, count);
     const done = readDone(dir);
     if (done?.fingerprint === fingerprint) {
+      spentMinutes += done.seconds / 60;
       log(`${label}: complete in ${dir} (skipped)`);
       records.push({ stage: label, folder: dir, status: "skipped", seconds: 0, summary: done.summary });
       return done;
@@ -143,6 +159,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
     const s0 = performance.now();
     const summary = await run(resume);
     const seconds = (performance.now() - s0) / 1000;
+    spentMinutes += seconds / 60;
     if (!summary) {
       records.push({ stage: label, folder: dir, status: "stopped", seconds, summary: {} });
       throw new Stopped();
@@ -181,7 +198,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
     logEvery: 8,
     maxNorm: 1,
     resume: false,
-    budgetMinutes: minutes(SHARES[stage], stage !== "pixel"),
+    budgetMinutes: minutes(),
     ...o.emulator,
   });
   const trained = async (cfg: TrainEmulatorConfig, resume: boolean) => {
@@ -221,7 +238,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
         logEvery: 8,
         maxNorm: 1,
         resume: false,
-        budgetMinutes: minutes(SHARES.ae),
+        budgetMinutes: minutes(),
         ...o.ae,
       };
       const aeDone = todo.includes("ae")

@@ -159,8 +159,11 @@ export class RunDir {
   }
 }
 
-/** Settings whose change does not change the results of a run (so a resume may change them freely). */
-const NEUTRAL = new Set(["out", "resume", "logEvery", "override"]);
+/**
+ * Settings whose change does not change the results of a run (so a resume may change them freely); the budget
+ * only sizes a run, whose epochs are fixed in the checkpoint once measured.
+ */
+const NEUTRAL = new Set(["out", "resume", "logEvery", "override", "budgetMinutes"]);
 
 /** The settings that differ between a saved and a new resolved config, as `key=saved, not new` strings. */
 export function configChanges(saved: Record<string, unknown>, now: Record<string, unknown>): string[] {
