@@ -9,7 +9,7 @@
  */
 import { join } from "node:path";
 import { initDevice, noGrad, scope, Tensor } from "../engine/index.ts";
-import { loadInto, loadSafetensors } from "../engine/checkpoint.ts";
+
 import {
   applyAugmentation,
   augmentationsFor,
@@ -27,6 +27,7 @@ import { type Split, SPLITS } from "../data/well_dataset.ts";
 import { constantScalars } from "../data/well_file.ts";
 import { Autoencoder } from "../models/autoencoder.ts";
 import { type AutoencoderConfig, downFactor } from "../models/autoencoder_config.ts";
+import { loadAutoencoder, readAutoencoderConfig } from "../eval/runs.ts";
 
 export interface EncodeOptions {
   /** Run directory of a trained autoencoder (config.json + model.safetensors). */
@@ -41,32 +42,7 @@ export interface EncodeOptions {
   onProgress?: (split: string, done: number, total: number) => void;
 }
 
-/** The model configuration of a trained autoencoder run (its config.json), read without touching the GPU. */
-export async function readAutoencoderConfig(run: string): Promise<AutoencoderConfig> {
-  let cfg: { model?: AutoencoderConfig };
-  try {
-    cfg = JSON.parse(await Deno.readTextFile(join(run, "config.json")));
-  } catch {
-    throw new Error(
-      `${run} is not an autoencoder run: no readable config.json (train one with \`deno task train ae\`)`,
-    );
-  }
-  if (!cfg.model) throw new Error(`${run}/config.json has no model configuration`);
-  return cfg.model;
-}
-
-/** Load a trained autoencoder from its run directory. */
-export async function loadAutoencoder(run: string): Promise<Autoencoder> {
-  const model = new Autoencoder(await readAutoencoderConfig(run), 0);
-  try {
-    const { tensors } = await loadSafetensors(join(run, "model.safetensors"));
-    loadInto(model.stateDict(), tensors, join(run, "model.safetensors"));
-  } catch (e) {
-    model.dispose();
-    throw e;
-  }
-  return model;
-}
+export { loadAutoencoder, readAutoencoderConfig };
 
 function sameAug(a: AxisAugmentation, b: AxisAugmentation) {
   return JSON.stringify(a) === JSON.stringify(b);
