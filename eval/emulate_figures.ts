@@ -7,6 +7,9 @@
  * jimp's bundled bitmap fonts (no system fonts needed), PNG encoded by fast-png, GIF by gifenc. Data are (T, C,
  * N1, …, ND) float32 in physical units; 3-D fields show their middle slice along the last axis.
  *
+ * Guided rollouts (`observation`) get a note line under the title and their observation pattern drawn on the
+ * truth panels: the observed pixels of subsampling as dots, the blocks of mean pooling as a grid.
+ *
  * Invariant: files appear whole (temp name, then rename).
  */
 import { pathToFileURL } from "node:url";
@@ -44,6 +47,51 @@ export interface EmulationFigureData {
   /** Context frames c (frames < c are inputs, not predictions). */
   context: number;
   title: string;
+  /** Guidance: the operator (drawn on the truth panels) and a note printed under the title. */
+  observation?: { kind: "subsample" | "pool"; factor: number; note: string };
+}
+
+/**
+ * The observation pattern over a panel of the truth at (x, y), `scale` px per grid cell: a dot (black rim, white
+ * centre) on every observed pixel of subsampling (`x[::s, ::s]`; for 3-D only when the shown middle slice is an
+ * observed one), the s×s block edges of pooling as dotted white lines.
+ */
+function drawObservation(
+  cv: Canvas,
+  d: EmulationFigureData,
+  x: number,
+  y: number,
+  scale: number,
+): void {
+  const o = d.observation;
+  if (!o) return;
+  const [H, W] = d.spatialShape, s = o.factor;
+  if (o.kind === "subsample") {
+    if (d.spatialShape.length === 3 && Math.floor(d.spatialShape[2] / 2) % s !== 0) return;
+    const r = Math.max(1, Math.floor(scale / 3));
+    for (let i = 0; i < H; i += s) {
+      for (let j = 0; j < W; j += s) {
+        const cx = x + j * scale + Math.floor(scale / 2), cy = y + i * scale + Math.floor(scale / 2);
+        for (let dy = -r; dy <= r; dy++) {
+          for (let dx = -r; dx <= r; dx++) {
+            const rim = Math.max(Math.abs(dx), Math.abs(dy)) === r;
+            cv.pixel(cx + dx, cy + dy, rim ? [0, 0, 0] : [255, 255, 255], [x, y, W * scale, H * scale]);
+          }
+        }
+      }
+    }
+    return;
+  }
+  for (let i = s; i < H; i += s) {
+    for (let X = 0; X < W * scale; X += 2) {
+      cv.pixel(x + X, y + i * scale, [255, 255, 255], [x, y, W * scale, H * scale]);
+    }
+  }
+  for (let j = s; j < W; j += s) {
+    for (let Y = 0; Y < H * scale; Y += 2) {
+      cv.pixel(x + j * scale, y + Y, [255, 255, 255], [x, y, W * scale, H * scale]);
+    }
+  }
 }
 
 /** (H, W) slice of channel ch at frame t (3-D: the middle slice along the last axis). */
@@ -96,6 +144,16 @@ class Canvas {
       }
     }
   }
+  /** One RGB pixel at (X, Y) if it lies inside the box [x, y, w, h] and the canvas. */
+  pixel(X: number, Y: number, rgb: readonly number[], box: [number, number, number, number]) {
+    const [x, y, w, h] = box;
+    if (X < x || Y < y || X >= x + w || Y >= y + h || X >= this.width || Y >= this.height) return;
+    const data = this.img.bitmap.data, o = (Y * this.width + X) * 4;
+    data[o] = rgb[0];
+    data[o + 1] = rgb[1];
+    data[o + 2] = rgb[2];
+    data[o + 3] = 255;
+  }
   /** A vertical colour bar of height h with its range printed beside it. */
   bar(range: [number, number], cmap: Panel["cmap"], x: number, y: number, h: number, font: Font) {
     const data = new Float32Array(h * 8);
@@ -137,6 +195,10 @@ async function writeAtomic(path: string, bytes: Uint8Array): Promise<void> {
 }
 
 const ROWS = ["truth", "mean", "member 0", "spread"];
+const PATTERN = {
+  subsample: "dots mark the observed pixels",
+  pool: "the grid marks the pooled blocks",
+} as const;
 
 /**
  * The strip: per field a block of 4 rows (truth, ensemble mean, member 0, spread) × the chosen frames, truth,
@@ -151,11 +213,16 @@ export async function writeEmulationStrip(
   const T = d.leadTimes.length, picks = frames ?? pickFrames(T, d.context);
   const [H, W] = d.spatialShape;
   const scale = Math.max(1, Math.floor(96 / Math.max(H, W))), ph = H * scale, pw = W * scale;
-  const left = 64, top = 24, gap = 4, head = 20, barW = 64;
+  const o = d.observation, note = o ? `${o.note}; ${PATTERN[o.kind]} on the truth` : "";
+  const left = 64, top = note ? 40 : 24, gap = 4, head = 20, barW = 64;
   const blockH = head + ROWS.length * (ph + gap) + gap;
   const width = left + picks.length * (pw + gap) + barW;
-  const cv = new Canvas(Math.max(width, 8 * d.title.length), top + head + d.channels.length * blockH);
+  const cv = new Canvas(
+    Math.max(width, 8 * d.title.length, 6 * note.length),
+    top + head + d.channels.length * blockH,
+  );
   cv.text(d.title, 4, 4, big);
+  if (note) cv.text(note, 4, 22, small);
   picks.forEach((t, i) => cv.text(`lead ${d.leadTimes[t]}`, left + i * (pw + gap), top + 2, small));
   d.channels.forEach((name, ch) => {
     const y0 = top + head + ch * blockH;
@@ -176,9 +243,10 @@ export async function writeEmulationStrip(
     rows.forEach(([panels, range, cmap], r) => {
       const y = y0 + head + r * (ph + gap);
       cv.text(ROWS[r], 4, y + ph / 2 - 6, small);
-      panels.forEach((data, i) =>
-        cv.panel({ data, shape: [H, W], range, cmap }, left + i * (pw + gap), y, scale)
-      );
+      panels.forEach((data, i) => {
+        cv.panel({ data, shape: [H, W], range, cmap }, left + i * (pw + gap), y, scale);
+        if (r === 0) drawObservation(cv, d, left + i * (pw + gap), y, scale);
+      });
     });
     const bx = left + picks.length * (pw + gap) + 2;
     cv.bar([lo, hi], "viridis", bx, y0 + head + 6, 3 * (ph + gap) - gap - 12, small);
@@ -213,7 +281,8 @@ export async function writeEmulationAnimation(
   const { GIFEncoder, quantize, applyPalette } = gifenc as unknown as GifApi;
   const T = d.leadTimes.length, [H, W] = d.spatialShape;
   const scale = Math.max(1, Math.floor(96 / Math.max(H, W))), ph = H * scale, pw = W * scale;
-  const left = 80, top = 54, gap = 4, cols = ["truth", "member 0", "ensemble mean"];
+  const note = d.observation?.note, top = note ? 70 : 54;
+  const left = 80, gap = 4, cols = ["truth", "member 0", "ensemble mean"];
   const ranges = d.channels.map((_, ch) => {
     const [lo, hi] = finiteRange(
       Float32Array.from(
@@ -222,7 +291,7 @@ export async function writeEmulationAnimation(
     );
     return (hi > lo ? [lo, hi] : [lo - 1, hi + 1]) as [number, number];
   });
-  const width = Math.max(left + cols.length * (pw + gap), 8 * d.title.length);
+  const width = Math.max(left + cols.length * (pw + gap), 8 * d.title.length, 6 * (note?.length ?? 0));
   const gif = GIFEncoder();
   let palette: number[][] | null = null;
   for (let t = 0; t < T; t++) {
@@ -230,12 +299,14 @@ export async function writeEmulationAnimation(
     cv.text(d.title, 4, 2, big);
     const kind = t < d.context ? "context" : "emulated";
     cv.text(`frame ${t} · lead ${d.leadTimes[t]} steps (${kind})`, 4, 20, small);
+    if (note) cv.text(note, 4, 36, small);
     d.channels.forEach((name, ch) => {
       const y = top + ch * (ph + gap);
       cv.text(name, 4, y + ph / 2 - 6, small);
       const [mean] = meanSpread(d, t, ch);
       [plane(d.truth, d, t, ch), plane(d.members[0], d, t, ch), mean].forEach((data, i) => {
         cv.panel({ data, shape: [H, W], range: ranges[ch] }, left + i * (pw + gap), y, scale);
+        if (i === 0 && t >= d.context) drawObservation(cv, d, left + i * (pw + gap), y, scale);
         if (ch === 0) cv.text(cols[i], left + i * (pw + gap), top - 16, small);
       });
     });

@@ -11,13 +11,22 @@
  *   <out>/<base>.gif          truth beside the emulation, frame by frame
  * with <base> = `<source file stem>_traj<trajectory>`, plus `<out>/emulate.json` listing the settings and files.
  *
+ * Guided emulation (`observe`, diffusion only; method §8): every frame the rollout generates is observed from the
+ * true trajectory at the same raw step, y = A(x_true) + σ_y·η in standardized (normalised) pixel space, η from a
+ * generator seeded by (seed, file, trajectory); each window is sampled with masked(MMPS(D)) against the
+ * observations of its frames within the horizon (models/emulate.ts `guidedDiffusionWindow`). The prediction file
+ * records `observe`, `observation_noise`, `gmres_iterations` and the per-member observation residual
+ * ‖A(x̂) − y‖/√n over the generated frames (`observation_residual`, (K,); the truth's own,
+ * ≈ σ_y, as `observation_truth_residual`); the strip figure marks the observation pattern. With 0 GMRES
+ * iterations the observations are drawn and scored but nothing is guided: the unguided baseline of the same seed.
+ *
  * Invariants: every input is checked (runs, stages, shapes of AE and emulator, context, indices, horizon)
  * before the device starts, each failure one line; every file is written under a temp name and renamed only once
  * all of a trajectory's outputs are complete, so an interrupted run leaves whole files only.
  */
 import { basename, extname, join } from "node:path";
 import h5wasm from "h5wasm/node";
-import { initDevice, scope, Tensor } from "../engine/index.ts";
+import { Generator, initDevice, reshape, scope, Tensor } from "../engine/index.ts";
 import { ensureH5, readNumbers, withH5 } from "../data/h5.ts";
 import { openNormalizedSplit } from "../data/open_split.ts";
 import { deriveSeed } from "../data/rng.ts";
@@ -32,10 +41,13 @@ import {
   decodeWindow,
   diffusionWindow,
   encodeWindow,
+  generatedFrames,
+  guidedDiffusionWindow,
   Rollout,
   solverWindow,
   type WindowModel,
 } from "../models/emulate.ts";
+import { type ObservationOperator, observe, parseObservation } from "../models/observe.ts";
 import type { PixelSolver, Solver } from "../models/solver.ts";
 import { type EmulationFigureData, writeEmulationAnimation, writeEmulationStrip } from "./emulate_figures.ts";
 import {
@@ -73,6 +85,15 @@ export interface EmulateOptions {
   seed?: number;
   /** Output folder (default <emulator run>/emulate). */
   out?: string;
+  /**
+   * Guidance by observations of the true trajectory (diffusion only): "subsample:S" (every S-th pixel/voxel) or
+   * "pool:S" (S×S(×S) means), in standardized pixel space (method §8).
+   */
+  observe?: string;
+  /** σ_y of the observations (default 0.1; needs `observe`). */
+  obsNoise?: number;
+  /** GMRES iterations of MMPS (default 1; needs `observe`); 0 = draw and score the observations, no guidance. */
+  gmres?: number;
   /** PNG strip and GIF per trajectory (default true). */
   figures?: boolean;
   onLog?: (line: string) => void;
@@ -80,9 +101,32 @@ export interface EmulateOptions {
   onProgress?: (done: number, total: number, info: string) => void;
 }
 
+/** What a guided (or observed) rollout recorded. */
+export interface ObservationSettings {
+  /** "subsample:S" or "pool:S". */
+  observe: string;
+  /** σ_y. */
+  noise: number;
+  /** GMRES iterations (0: observed, not guided). */
+  gmres: number;
+}
+
 export interface EmulateResult {
   out: string;
-  files: { source: string; trajectory: number; prediction: string; truth: string; figures: string[] }[];
+  files: {
+    source: string;
+    trajectory: number;
+    prediction: string;
+    truth: string;
+    figures: string[];
+    /**
+     * With `observe`: ‖A(x̂) − y‖/√n per member over the generated frames (standardized units; n observed values),
+     * and the same of the true frames (≈ σ_y: the level a perfect fit reaches).
+     */
+    observation?: { residual: number[]; truthResidual: number };
+  }[];
+  /** The observation settings, null when unguided. */
+  observation: ObservationSettings | null;
   members: number;
   context: number;
   horizon: number;
@@ -102,6 +146,7 @@ interface Plan {
   steps: number;
   seed: number;
   out: string;
+  obs: (ObservationSettings & { op: ObservationOperator }) | null;
 }
 
 function readJson(path: string, what: string): Record<string, unknown> {
@@ -160,6 +205,33 @@ async function plan(o: EmulateOptions): Promise<Plan> {
   if (stage !== "dm" && K > 1) {
     throw new Error(`--members ${K}: a solver is deterministic, its members would be identical (use --dm)`);
   }
+  let obs: Plan["obs"] = null;
+  if (o.observe === undefined) {
+    if (o.obsNoise !== undefined || o.gmres !== undefined) {
+      throw new Error(`--obs-noise and --gmres set up guidance: they need --observe subsample:S|pool:S`);
+    }
+  } else {
+    if (stage !== "dm") {
+      throw new Error(
+        `--observe needs --dm: a deterministic ${flag.slice(2)} cannot be guided by observations`,
+      );
+    }
+    const noise = o.obsNoise ?? 0.1, gmres = o.gmres ?? 1;
+    if (!(Number.isFinite(noise) && noise >= 0)) {
+      throw new Error(`--obs-noise must be a finite number ≥ 0, got ${noise}`);
+    }
+    if (!Number.isInteger(gmres) || gmres < 0) {
+      throw new Error(`--gmres must be a non-negative integer (0: observe without guiding), got ${gmres}`);
+    }
+    let op: ObservationOperator;
+    try {
+      op = parseObservation(o.observe, noise);
+    } catch (e) {
+      throw new Error(`--observe: ${(e as Error).message}`);
+    }
+    if (op.factor < 1) throw new Error(`--observe ${o.observe}: the factor must be ≥ 1`);
+    obs = { observe: `${op.kind}:${op.factor}`, noise, gmres, op };
+  }
   return {
     stage,
     run,
@@ -172,6 +244,7 @@ async function plan(o: EmulateOptions): Promise<Plan> {
     steps: o.steps ?? 16,
     seed: o.seed ?? 0,
     out: o.out ?? join(run, "emulate"),
+    obs,
   };
 }
 
@@ -230,13 +303,16 @@ function toFields(x: Float32Array, info: WellFileInfo, T: number): Record<string
   return out;
 }
 
+/** A root attribute: string, int64 (number or number[]) or float64 (`{ f64 }`, scalar or array). */
+type Attr = string | number | number[] | { f64: number | number[] };
+
 /** Writes a Well file under `tmp`, then adds the provenance attributes (h5wasm append mode). */
 async function writeWell(
   tmp: string,
   spec: Awaited<ReturnType<typeof outputSpec>>,
   info: WellFileInfo,
   trajectories: Float32Array[],
-  attrs: Record<string, string | number | number[]>,
+  attrs: Record<string, Attr>,
 ): Promise<void> {
   await ensureH5();
   const w = WellFileWriter.create(tmp, spec);
@@ -251,7 +327,10 @@ async function writeWell(
   try {
     for (const [k, v] of Object.entries(attrs)) {
       if (typeof v === "string") f.create_attribute(k, v);
-      else if (typeof v === "number") f.create_attribute(k, new BigInt64Array([BigInt(v)]), [], "<q");
+      else if (!Array.isArray(v) && typeof v === "object") {
+        if (typeof v.f64 === "number") f.create_attribute(k, new Float64Array([v.f64]), [], "<d");
+        else f.create_attribute(k, Float64Array.from(v.f64), [v.f64.length], "<d");
+      } else if (typeof v === "number") f.create_attribute(k, new BigInt64Array([BigInt(v)]), [], "<q");
       else f.create_attribute(k, BigInt64Array.from(v, BigInt), [v.length], "<q");
     }
   } finally {
@@ -311,6 +390,13 @@ export async function emulate(o: EmulateOptions): Promise<EmulateResult> {
           `of ${sp.join("×")}`,
       );
     }
+    if (p.obs && sp.some((n) => n % p.obs!.op.factor !== 0)) {
+      throw new Error(
+        `--observe ${p.obs.observe}: every spatial size of ${p.data} (${
+          sp.join("×")
+        }) must be divisible by ${p.obs.op.factor}`,
+      );
+    }
     const all = ds.trajectories();
     let chosen = all;
     if (o.trajectory !== undefined) {
@@ -360,7 +446,8 @@ export async function emulate(o: EmulateOptions): Promise<EmulateResult> {
       `emulating ${chosen.length} trajector${
         chosen.length === 1 ? "y" : "ies"
       } of ${p.data} (${split}) with ${p.run}` +
-        ` (${p.stage}), ${K} member(s), c = ${c}, L = ${L}, Δ = ${stride}, ${T} frames (${windows} windows each)`,
+        ` (${p.stage}), ${K} member(s), c = ${c}, L = ${L}, Δ = ${stride}, ${T} frames (${windows} windows each)` +
+        (p.obs ? `, ${observationNote(p.obs)}` : ""),
     );
     const result: EmulateResult = {
       out: p.out,
@@ -370,6 +457,7 @@ export async function emulate(o: EmulateOptions): Promise<EmulateResult> {
       horizon: T,
       leadTimes,
       seconds: 0,
+      observation: p.obs ? { observe: p.obs.observe, noise: p.obs.noise, gmres: p.obs.gmres } : null,
     };
     let done = 0;
     const total = windows * chosen.length;
@@ -399,11 +487,27 @@ export async function emulate(o: EmulateOptions): Promise<EmulateResult> {
         };
       });
       const seed = deriveSeed(p.seed, tr.fileIndex, tr.trajectory);
-      const wm: WindowModel & { dispose?: () => void } = p.stage === "dm"
-        ? diffusionWindow(model as Denoiser, { seed, steps: p.steps })
-        : solverWindow(model as Solver | PixelSolver);
+      const geometry = { window: L, context: c, stride, horizon: T };
+      // Observations y of every window's generated frames (1, n·m), standardized, drawn before the rollout.
+      const truthStd = p.obs ? normalizer.normalize(truth.slice(), S) : null; // (T, C, S)
+      const ys = p.obs ? observationsOf(p.obs.op, truthStd!, geometry, windows, [C, ...sp], seed) : [];
+      const wm: WindowModel & { dispose?: () => void } = p.stage !== "dm"
+        ? solverWindow(model as Solver | PixelSolver)
+        : p.obs && p.obs.gmres > 0
+        ? guidedDiffusionWindow(model as Denoiser, {
+          seed,
+          steps: p.steps,
+          geometry,
+          decode: (z) => ae!.decode(z, { training: false }),
+          observe: (x) => p.obs!.op.apply(x),
+          observations: (k) => ys[k] ?? null,
+          noise: p.obs.noise,
+          iterations: p.obs.gmres,
+        })
+        : diffusionWindow(model as Denoiser, { seed, steps: p.steps });
       const members = Array.from({ length: K }, () => new Float32Array(T * C * S));
-      const r = new Rollout(wm, context, label, { window: L, context: c, stride, horizon: T, members: K });
+      let observation: { residual: number[]; truthResidual: number } | undefined;
+      const r = new Rollout(wm, context, label, { ...geometry, members: K });
       try {
         for (let ch = r.next(); ch; ch = r.next()) {
           const px = scope(() => (ae ? decodeWindow(ae, ch.frames) : ch.frames).keep());
@@ -413,15 +517,25 @@ export async function emulate(o: EmulateOptions): Promise<EmulateResult> {
           ch.frames.dispose();
           o.onProgress?.(++done, total, `trajectory ${n + 1}/${chosen.length}`);
         }
+        if (p.obs) observation = await observationResiduals(p.obs.op, ys, members, truthStd!, c, [C, ...sp]);
       } finally {
         r.dispose();
         wm.dispose?.();
         context.dispose();
         label?.dispose();
+        ys.forEach((y) => y?.dispose());
       }
       for (const m of members) normalizer.denormalize(m, S);
       result.files.push(
-        await writeOutputs(p, info, tr.trajectory, { truth, members, rawSteps, leadTimes, start, o }),
+        await writeOutputs(p, info, tr.trajectory, {
+          truth,
+          members,
+          rawSteps,
+          leadTimes,
+          start,
+          o,
+          observation,
+        }),
       );
     }
     result.seconds = (performance.now() - t0) / 1000;
@@ -444,6 +558,9 @@ export async function emulate(o: EmulateOptions): Promise<EmulateResult> {
           steps: p.stage === "dm" ? p.steps : null,
           seed: p.seed,
           lead_steps: leadTimes,
+          observe: p.obs?.observe ?? null,
+          obs_noise: p.obs?.noise ?? null,
+          gmres: p.obs?.gmres ?? null,
           files: result.files,
         },
         null,
@@ -471,6 +588,7 @@ async function writeOutputs(
     leadTimes: number[];
     start: number;
     o: EmulateOptions;
+    observation?: { residual: number[]; truthResidual: number };
   },
 ): Promise<EmulateResult["files"][number]> {
   const base = join(p.out, `${basename(info.path, extname(info.path))}_traj${traj}`);
@@ -501,6 +619,15 @@ async function writeOutputs(
       member: Array.from({ length: K }, (_, k) => k),
       seed: p.seed,
       sampler_steps: p.stage === "dm" ? p.steps : 0,
+      ...(p.obs
+        ? {
+          observe: p.obs.observe,
+          observation_noise: { f64: p.obs.noise },
+          gmres_iterations: p.obs.gmres,
+          observation_residual: { f64: d.observation!.residual },
+          observation_truth_residual: { f64: d.observation!.truthResidual },
+        }
+        : {}),
     });
     written.push([tmp(names.prediction), names.prediction]);
     await writeWell(tmp(names.truth), await outputSpec(info, traj, d.rawSteps, 1), info, [d.truth], {
@@ -521,6 +648,15 @@ async function writeOutputs(
         title: `${basename(p.run)} (${p.stage}) · ${
           basename(info.path)
         } trajectory ${traj} · K = ${K}, c = ${p.c}`,
+        observation: p.obs
+          ? {
+            kind: p.obs.op.kind,
+            factor: p.obs.op.factor,
+            note: `${observationNote(p.obs, true)}; rms |A(x) - y| member 0 ${
+              d.observation!.residual[0].toPrecision(3)
+            }, truth ${d.observation!.truthResidual.toPrecision(3)}`,
+          }
+          : undefined,
       };
       await writeEmulationStrip(tmp(names.png), fig);
       written.push([tmp(names.png), names.png]);
@@ -529,9 +665,88 @@ async function writeOutputs(
       figures.push(names.png, names.gif);
     }
     for (const [from, to] of written) await Deno.rename(from, to);
-    return { source: info.path, trajectory: traj, prediction: names.prediction, truth: names.truth, figures };
+    return {
+      source: info.path,
+      trajectory: traj,
+      prediction: names.prediction,
+      truth: names.truth,
+      figures,
+      ...(d.observation ? { observation: d.observation } : {}),
+    };
   } catch (e) {
     for (const [from] of written) await Deno.remove(from).catch(() => {});
     throw e;
   }
+}
+
+/** "guided by subsample:4 (σ_y = 0.1, GMRES 1)", or "observed by …, not guided" with 0 iterations. */
+function observationNote(o: ObservationSettings, ascii = false): string {
+  const sy = ascii ? "sigma_y" : "σ_y";
+  return o.gmres > 0
+    ? `guided by ${o.observe} (${sy} = ${o.noise}, GMRES ${o.gmres})`
+    : `observed by ${o.observe} (${sy} = ${o.noise}), not guided`;
+}
+
+/**
+ * y of every window: the true standardized frames [start, end) it generates (generatedFrames) observed with
+ * noise, y = A(x) + σ_y·η, as persistent (1, n·m) tensors (frame by frame, each frame's C·… values in turn, as
+ * guidance's observeFrames lays them out); η from one generator seeded by (trajectory seed, 1), drawn window by
+ * window. null for a window with no frame within the horizon.
+ */
+function observationsOf(
+  op: ObservationOperator,
+  truth: Float32Array,
+  geometry: { window: number; context: number; horizon: number },
+  windows: number,
+  frame: number[],
+  seed: number,
+): (Tensor | null)[] {
+  const gen = new Generator(deriveSeed(seed, 1));
+  const size = frame.reduce((a, b) => a * b, 1);
+  return Array.from({ length: windows }, (_, k) => {
+    const { start, end } = generatedFrames(geometry, k);
+    if (end <= start) return null;
+    return scope(() => {
+      const x = Tensor.fromData(truth.subarray(start * size, end * size), [end - start, ...frame]);
+      return reshape(observe(op, x, gen), [1, -1]).keep();
+    });
+  });
+}
+
+/**
+ * ‖A(x̂) − y‖/√n over the generated frames c … T − 1 of every member (standardized (T, C, …) host arrays) and
+ * of the truth, against the windows' observations (which tile those frames in order).
+ */
+async function observationResiduals(
+  op: ObservationOperator,
+  ys: (Tensor | null)[],
+  members: Float32Array[],
+  truth: Float32Array,
+  c: number,
+  frame: number[],
+): Promise<{ residual: number[]; truthResidual: number }> {
+  const size = frame.reduce((a, b) => a * b, 1), T = truth.length / size;
+  const parts: Float32Array[] = [];
+  for (const y of ys) if (y) parts.push(await y.read());
+  const y = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+  parts.reduce((off, p) => (y.set(p, off), off + p.length), 0);
+  const rms = async (x: Float32Array) => {
+    const t = scope(() =>
+      reshape(op.apply(Tensor.fromData(x.subarray(c * size, T * size), [T - c, ...frame])), [-1]).keep()
+    );
+    try {
+      const a = await t.read();
+      if (a.length !== y.length) {
+        throw new Error(`observation residual: ${a.length} values for ${y.length} observations`);
+      }
+      let s = 0;
+      for (let i = 0; i < a.length; i++) s += (a[i] - y[i]) ** 2;
+      return Math.sqrt(s / a.length);
+    } finally {
+      t.dispose();
+    }
+  };
+  const residual: number[] = [];
+  for (const m of members) residual.push(await rms(m));
+  return { residual, truthResidual: await rms(truth) };
 }

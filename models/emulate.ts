@@ -6,8 +6,9 @@
  * the last true context frame (its lead time), so context frames have leads ≤ 0.
  *
  * The window model is either the diffusion denoiser sampled with the PF-ODE sampler through the masked wrapper
- * of §4.1 (ensemble members are batch entries with their own noise), or a deterministic solver (latent or pixel,
- * §6) whose whole window, context frames included, is its output. Tensors only: no file I/O, no readback.
+ * of §4.1 (ensemble members are batch entries with their own noise), optionally guided by observations of the
+ * generated frames (masked(MMPS(D)), §8), or a deterministic solver (latent or pixel, §6) whose whole window,
+ * context frames included, is its output. Tensors only: no file I/O, no readback.
  *
  * Shapes: context (B, C, c, …spatial), label (B, D_θ) or null, windows (N, C, L, …) with N = B·K and member k of
  * trajectory b at entry b·K + k (the layout `eval compare` expects of ensembles).
@@ -16,7 +17,8 @@ import { concat, map, noGrad, permute, reshape, scope, slice, Tensor, zeros } fr
 import { Generator } from "../engine/random.ts";
 import type { Autoencoder } from "./autoencoder.ts";
 import type { Denoiser } from "./diffusion.ts";
-import { sample, type SampleOptions } from "./sampler.ts";
+import { guidedDenoiser, observeFrames } from "./guidance.ts";
+import { type Denoise, sample, type SampleOptions } from "./sampler.ts";
 
 /** Window geometry of a rollout. */
 export interface RolloutGeometry {
@@ -65,13 +67,20 @@ export interface DiffusionWindowOptions extends Pick<SampleOptions, "steps" | "o
 }
 
 /**
- * The denoiser sampled with the masked wrapper (§4.1): α, σ go to `withContext` as (N) tensors, the context
- * frames as y. One Generator per model: window k draws the k-th noise of the stream, so a seed fixes the rollout.
- * `dispose` frees the cached (N) schedule tensors.
+ * A window sampled by the PF-ODE sampler with the denoiser `make` builds for it. One Generator per model: window
+ * k draws the k-th noise of the stream, so a seed fixes the rollout (guided or not: the same draws).
+ * `constant(v, n)` gives a cached persistent (n) tensor filled with v; `dispose` frees them.
  */
-export function diffusionWindow(
+function samplingWindow(
   den: Denoiser,
-  o: DiffusionWindowOptions = {},
+  o: DiffusionWindowOptions,
+  make: (
+    x: Tensor,
+    mask: Tensor,
+    label: Tensor | null,
+    index: number,
+    constant: (v: number, n: number) => Tensor,
+  ) => Denoise,
 ): WindowModel & { dispose(): void } {
   const gen = new Generator(o.seed ?? 0);
   const cache = new Map<string, Tensor>();
@@ -81,15 +90,112 @@ export function diffusionWindow(
     if (!t) cache.set(key, t = Tensor.fromData(new Float32Array(n).fill(v), [n], { persistent: true }));
     return t;
   };
-  const fn = (x: Tensor, mask: Tensor, label: Tensor | null) => {
-    const N = x.shape[0];
-    return sample(
-      (z, alpha, sigma) => den.withContext(z, constant(alpha, N), constant(sigma, N), mask, x, label),
-      x.shape,
-      { steps: o.steps, order: o.order, method: o.method, kind: den.kind, generator: gen },
-    );
-  };
+  const fn = (x: Tensor, mask: Tensor, label: Tensor | null, index: number) =>
+    sample(make(x, mask, label, index, constant), x.shape, {
+      steps: o.steps,
+      order: o.order,
+      method: o.method,
+      kind: den.kind,
+      generator: gen,
+    });
   return Object.assign(fn, { dispose: () => cache.forEach((t) => t.dispose()) });
+}
+
+/** The unguided denoiser of a window: `withContext` (§4.1) with α, σ as (N) tensors and the context frames as y. */
+function contextDenoiser(
+  den: Denoiser,
+  x: Tensor,
+  mask: Tensor,
+  label: Tensor | null,
+  constant: (v: number, n: number) => Tensor,
+): Denoise {
+  const N = x.shape[0];
+  return (z, alpha, sigma) => den.withContext(z, constant(alpha, N), constant(sigma, N), mask, x, label);
+}
+
+/**
+ * The denoiser sampled with the masked wrapper (§4.1): α, σ go to `withContext` as (N) tensors, the context
+ * frames as y. One Generator per model: window k draws the k-th noise of the stream, so a seed fixes the rollout.
+ * `dispose` frees the cached (N) schedule tensors.
+ */
+export function diffusionWindow(
+  den: Denoiser,
+  o: DiffusionWindowOptions = {},
+): WindowModel & { dispose(): void } {
+  return samplingWindow(
+    den,
+    o,
+    (x, mask, label, _index, constant) => contextDenoiser(den, x, mask, label, constant),
+  );
+}
+
+/**
+ * The rollout frames [start, end) that window `index` generates (its frames c … L − 1), cut at the horizon T:
+ * window k's frame j is rollout frame k·(L − c) + j. Over k = 0 … windows − 1 these ranges tile [c, T) exactly.
+ */
+export function generatedFrames(
+  g: Pick<RolloutGeometry, "window" | "context" | "horizon">,
+  index: number,
+): { start: number; end: number } {
+  const { window: L, context: c, horizon: T } = g;
+  const start = Math.min(index * (L - c) + c, T);
+  return { start, end: Math.min(start + L - c, T) };
+}
+
+export interface GuidedWindowOptions extends DiffusionWindowOptions {
+  /** The rollout's window L, context c and horizon T (which frames each window generates, see generatedFrames). */
+  geometry: Pick<RolloutGeometry, "window" | "context" | "horizon">;
+  /** The autoencoder's decoder in eval mode: latent frames (M, C_z, h, w[, d]) → standardized fields (M, C_p, …). */
+  decode: (z: Tensor) => Tensor;
+  /** The observation operator A on standardized fields (M, C_p, H, W[, D]) → (M, …) (models/observe.ts). */
+  observe: (x: Tensor) => Tensor;
+  /**
+   * y of window `index`: the noisy observations of the true rollout frames [start, end) (generatedFrames), shape
+   * (B, (end − start)·m) with every frame's m observations in turn, B trajectories (repeated here to the N = B·K
+   * members); owned by the caller (not disposed here). null: the window is sampled unguided.
+   */
+  observations: (index: number, start: number, end: number) => Tensor | null;
+  /** σ_y (Σ_y = σ_y² I). */
+  noise: number;
+  /** GMRES iterations (default 1, the closed form of §8). */
+  iterations?: number;
+}
+
+/**
+ * The denoiser sampled with masked(MMPS(D)) (method §8, models/guidance.ts): each window's generated frames that
+ * lie within the horizon are decoded, observed with A and pulled towards their observations y; frames of the last
+ * window beyond the horizon (cut from the output) are not observed. Same noise stream as `diffusionWindow` with
+ * the same seed, so guided and unguided rollouts differ by the guidance only.
+ */
+export function guidedDiffusionWindow(
+  den: Denoiser,
+  o: GuidedWindowOptions,
+): WindowModel & { dispose(): void } {
+  const { window: L, context: c } = o.geometry;
+  return samplingWindow(den, o, (x, mask, label, index, constant) => {
+    if (x.shape[2] !== L) {
+      throw new Error(`guided window: a window of ${x.shape[2]} frames, the geometry says ${L}`);
+    }
+    const { start, end } = generatedFrames(o.geometry, index);
+    const y = end > start ? o.observations(index, start, end) : null;
+    if (!y) return contextDenoiser(den, x, mask, label, constant);
+    const N = x.shape[0], B = y.shape[0];
+    if (y.ndim !== 2 || N % B !== 0) {
+      throw new Error(
+        `guided window: observations (${y.shape}) for ${N} window(s): want (B, n·m) with B | N`,
+      );
+    }
+    const to = c + (end - start), frames = observeFrames(o.decode, o.observe, c);
+    return guidedDenoiser(den, {
+      observe: (xhat) => frames(to === L ? xhat : slice(xhat, 2, 0, to)),
+      y: B === N ? y : repeatMembers(y, N / B),
+      noise: o.noise,
+      iterations: o.iterations ?? 1,
+      mask,
+      context: x,
+      label,
+    });
+  });
 }
 
 /** A deterministic solver (latent `Solver` or pixel `PixelSolver`): the whole window is its output. */
