@@ -11,7 +11,7 @@
  * input-only reverse-mode entry points (`jvp`, `vjp`, `vjpFn`) live in engine/jvp.ts; the sessions they open
  * are kept here because `record` consults them.
  */
-import { type Shape, type TapeNode, Tensor } from "./tensor.ts";
+import { nextTensorId, type Shape, type TapeNode, Tensor } from "./tensor.ts";
 
 let gradEnabled = true;
 
@@ -177,25 +177,56 @@ export function installGradOps(ops: GradOps) {
   gradOps = ops;
 }
 
+export interface BackwardOptions {
+  /**
+   * Dispose every intermediate tensor of the graph (not the root, not leaves) as soon as its own backward has
+   * run, as PyTorch frees saved tensors when the graph is not retained: a training step's peak is then the
+   * forward's activations plus a few gradients, not the forward and the whole backward. The caller must not
+   * use those tensors afterwards (a use fails with "use of a disposed tensor"). Default false.
+   */
+  freeActivations?: boolean;
+}
+
 /**
  * Accumulate d(root)/d(leaf) into every leaf's `.grad`. `gradient` defaults to ones (root is usually a scalar).
- * The tape is consumed: nodes are cleared so saved activations can be freed with their scope.
+ * The tape is consumed: nodes are cleared so saved activations can be freed with their scope. Each
+ * intermediate gradient this call creates is disposed once consumed (by its node's backward, by a sum with
+ * another, or by a leaf's accumulation), so gradients never pile up; `opts.freeActivations` frees the forward
+ * tensors too.
  */
-export function backward(root: Tensor, gradient?: Tensor): void {
+export function backward(root: Tensor, gradient?: Tensor, opts: BackwardOptions = {}): void {
   const ops = gradOps!;
   if (!root.requiresGrad) {
     throw new Error("backward(): the tensor does not require grad (no parameter reached it)");
   }
+  const firstId = nextTensorId();
   const grads = new Map<Tensor, Tensor>();
-  grads.set(root, gradient ?? ops.ones(root.shape));
+  // How many entries of `grads` hold each gradient: one backward may return the same tensor for several
+  // inputs (add). A gradient this call made is disposed as soon as no entry holds it.
+  const holders = new Map<Tensor, number>();
+  const hold = (x: Tensor, g: Tensor) => {
+    grads.set(x, g);
+    holders.set(g, (holders.get(g) ?? 0) + 1);
+  };
+  const release = (g: Tensor) => {
+    const n = holders.get(g)! - 1;
+    if (n > 0) holders.set(g, n);
+    else holders.delete(g);
+  };
+  const freeIfDone = (g: Tensor | null) => {
+    if (g && !holders.has(g) && g.id >= firstId && !g.persistent) g.dispose();
+  };
+  hold(root, gradient ?? ops.ones(root.shape));
   const order = topoOrder(root);
   for (let i = order.length - 1; i >= 0; i--) {
     const t = order[i];
     const g = grads.get(t);
-    grads.delete(t);
     if (!g) continue;
+    grads.delete(t);
+    release(g);
     if (!t.node) {
       accumulateLeaf(t, g, ops);
+      freeIfDone(g);
       continue;
     }
     const node = t.node;
@@ -205,6 +236,7 @@ export function backward(root: Tensor, gradient?: Tensor): void {
         `backward of ${node.op} returned ${inGrads.length} gradients for ${node.inputs.length} inputs`,
       );
     }
+    const consumed: (Tensor | null)[] = [g, ...inGrads];
     for (let j = 0; j < node.inputs.length; j++) {
       const x = node.inputs[j];
       const gx = inGrads[j];
@@ -213,9 +245,16 @@ export function backward(root: Tensor, gradient?: Tensor): void {
         throw new Error(`backward of ${node.op}: gradient shape (${gx.shape}) != input shape (${x.shape})`);
       }
       const prev = grads.get(x);
-      grads.set(x, prev ? ops.add(prev, gx) : gx);
+      if (prev) {
+        release(prev);
+        consumed.push(prev);
+        hold(x, ops.add(prev, gx));
+      } else hold(x, gx);
     }
+    // Checked after every input is placed: a tensor returned for two inputs is still held by the other.
+    for (const c of consumed) freeIfDone(c);
     t.node = null;
+    if (opts.freeActivations && t !== root && !t.persistent) t.dispose();
   }
 }
 

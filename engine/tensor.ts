@@ -28,6 +28,7 @@ class Storage {
 }
 
 const scopes: Set<Tensor>[] = [];
+let nextId = 0;
 
 export function numel(shape: Shape): number {
   let n = 1;
@@ -47,6 +48,8 @@ export class Tensor {
   node: TapeNode | null = null;
   /** Optional name (parameters carry their state-dict key). */
   name?: string;
+  /** Creation order in this process: backward() tells the gradients it made from tensors it was given. */
+  readonly id = nextId++;
   private storage: Storage | null;
   private persistentFlag: boolean;
 
@@ -193,6 +196,11 @@ export function scope<T>(fn: () => T): T {
   }
   if (scopes.length === 0) flush();
   return result;
+}
+
+/** The id the next tensor will get (see `Tensor.id`). */
+export function nextTensorId(): number {
+  return nextId;
 }
 
 /** Number of tensors tracked by open scopes (for leak tests). */

@@ -86,10 +86,12 @@ export async function checkOp(c: GradCheck): Promise<{ fwd: number; grad: number
   let out: Tensor | undefined;
   try {
     const outData = scope(() => {
-      const o = c.fn(leaves);
+      // Kept before backward: freeActivations (on here, so that every op's backward is checked not to read a
+      // tensor of the graph after its own node ran) would free it otherwise.
+      const o = c.fn(leaves).keep();
       const loss = sum(mul(o, Tensor.fromData(Float32Array.from(R), o.shape)));
-      backward(loss);
-      return o.keep();
+      backward(loss, undefined, { freeActivations: true });
+      return o;
     });
     out = outData;
     const fwd = assertClose(`${c.label} forward`, await out.read(), refOut, c.fwdTol);

@@ -223,7 +223,8 @@ export async function runTraining(
         const logNow = state.globalStep % cfg.logEvery === 0 || k === cfg.stepsPerEpoch - 1;
         const loss = scope(() => {
           const l = task.loss(state.epoch, k);
-          backward(l);
+          // The step reads nothing of the graph but the loss: activations go as soon as their backward ran.
+          backward(l, undefined, { freeActivations: true });
           // A non-finite loss poisons the norm, so the optimizer skips the step like a non-finite gradient.
           const gn = map(
             [gradNorm(params), l.view([1])],

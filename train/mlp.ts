@@ -78,7 +78,7 @@ export async function fitMlp(cfg: MlpFit, onLog?: (l: MlpLog) => void): Promise<
       const lr = cosineLr(step, cfg.steps, cfg.lr, { warmup: cfg.warmup ?? 20 });
       const loss = scope(() => {
         const l = mean(square(sub(linear(silu(linear(xt, w1, b1)), w2, b2), yt)));
-        backward(l);
+        backward(l, undefined, { freeActivations: true });
         opt.step({ lr, gradNorm: gradNorm(params), maxNorm: cfg.maxNorm ?? 1 });
         zeroGrad(params);
         return step % logEvery === 0 || step === cfg.steps - 1 ? l.keep() : null;

@@ -53,7 +53,9 @@ function aeBench(optimizer: "adam" | "psgd"): Bench {
       const x = input([B, C, S, S], 3);
       return {
         run: () => {
-          backward(reconstructionLoss("vrmse", model.forward(x, { training: true }).xhat, x));
+          backward(reconstructionLoss("vrmse", model.forward(x, { training: true }).xhat, x), undefined, {
+            freeActivations: true,
+          });
           optimizerStep(opt, params);
         },
         dispose: () => {
@@ -110,7 +112,7 @@ function emulatorBench(
           const l = kind === "dm"
             ? denoiserLoss(model as Denoiser, x, mask, label, { training: true })
             : solverLoss(model as Solver | PixelSolver, x, mask, label, { training: true });
-          backward(l);
+          backward(l, undefined, { freeActivations: true });
           optimizerStep(opt, params);
         },
         dispose: () => {

@@ -59,7 +59,10 @@ export function sumTo(g: Tensor, shape: Shape): Tensor {
   for (let d = 0; d < g.ndim; d++) {
     if (d < lead || (shape[d - lead] === 1 && g.shape[d] !== 1)) axes.push(d);
   }
-  return sum(g, axes, false).view(shape);
+  const s = sum(g, axes, false);
+  const out = s.view(shape);
+  s.dispose();
+  return out;
 }
 
 type Operand = Tensor | number;

@@ -226,11 +226,20 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
     return out;
   };
   return record(y, "linear", inputs, (g) => {
+    // Views are disposed here, not at scope end: a live view keeps its storage, and backward frees g (and, with
+    // freeActivations, x) as soon as this returns.
     const g2 = g.view([rows, weight.shape[0]]);
-    const gx = needsGrad(x) ? matmulRaw(g2, weight, false, false).view(x.shape) : null;
+    let gx: Tensor | null = null;
+    if (needsGrad(x)) {
+      const gx2 = matmulRaw(g2, weight, false, false);
+      gx = gx2.view(x.shape);
+      gx2.dispose();
+    }
     const xv = x.view([rows, inF]);
     const gw = needsGrad(weight) ? matmulRaw(g2, xv, true, false) : null;
     const gb = bias && needsGrad(bias) ? sum(g2, 0) : null;
+    g2.dispose();
+    xv.dispose();
     return bias ? [gx, gw, gb] : [gx, gw];
   }, ([tx, tw, tb]) => {
     // ẏ = ẋWᵀ + xẆᵀ + ḃ, the bias tangent folded into the second matmul when there is one.

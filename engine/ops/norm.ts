@@ -66,6 +66,7 @@ function normOp(
         : map([x2, rs, g2], "in0 * in1 * in2", "rms_dw", [rows, d]);
       grads.push(needsGrad(weight) ? sum(gxhat, 0) : null);
       if (ln && bias) grads.push(needsGrad(bias) ? sum(g2, 0) : null);
+      for (const t of [x2, g2, gxhat]) t.dispose();
     }
     return grads;
   }, ([tx, tw, tb]) => {

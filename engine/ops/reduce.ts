@@ -82,7 +82,12 @@ export function sum(x: Tensor, axes?: number | number[], keepdim = false): Tenso
     out,
     "sum",
     [x],
-    (g) => [expand(g.view(keptShape(x.shape, ax)), x.shape)],
+    (g) => {
+      const gk = g.view(keptShape(x.shape, ax));
+      const gx = expand(gk, x.shape);
+      gk.dispose();
+      return [gx];
+    },
     ([t]) => sum(t!, ax, keepdim),
   );
 }
@@ -99,9 +104,12 @@ export function max(x: Tensor, axes?: number | number[], keepdim = false): Tenso
   const k = reduceAxes(x, "max", ax);
   const out = keepdim ? k : reshapeNoGrad(k, outShape(x.shape, ax, false));
   return record(out, "max", [x], (g) => {
-    const mask = eq(x, out.view(keptShape(x.shape, ax)));
+    const ok = out.view(keptShape(x.shape, ax)), gk = g.view(keptShape(x.shape, ax));
+    const mask = eq(x, ok);
     const count = reduceAxes(mask, "sum", ax);
-    return [map([mask, g.view(keptShape(x.shape, ax)), count], "in0 * in1 / in2", "max_dx", x.shape)];
+    const gx = map([mask, gk, count], "in0 * in1 / in2", "max_dx", x.shape);
+    for (const t of [ok, gk, mask, count]) t.dispose();
+    return [gx];
   }, ([t]) => {
     const mask = eq(x, out.view(keptShape(x.shape, ax)));
     const count = reduceAxes(mask, "sum", ax);

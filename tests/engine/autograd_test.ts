@@ -110,3 +110,64 @@ Deno.test("device: GPU validation errors surface as exceptions at the next read"
   E.flush();
   t.dispose();
 });
+
+// A deep chain of linear + silu layers on (64, 128): each layer leaves two activations of S = 32 KiB.
+function chain(x: E.Tensor, ws: E.Tensor[]): E.Tensor {
+  let h = x;
+  for (const w of ws) h = E.silu(E.linear(h, w));
+  return E.mean(E.square(h));
+}
+
+Deno.test("backward: gradients are freed once consumed; freeActivations frees the forward too, same gradients", async () => {
+  await gpuReady();
+  const L = 12, S = 64 * 128 * 4;
+  const ws = Array.from(
+    { length: L },
+    (_, i) => E.Tensor.parameter(randArray(128 * 128, 40 + i, -0.15, 0.15), [128, 128], `w${i}`),
+  );
+  const x = E.Tensor.fromData(randArray(64 * 128, 7), [64, 128], { persistent: true });
+  const run = (freeActivations: boolean) => {
+    E.zeroGrad(ws);
+    const base = E.pool.stats.bytesInUse;
+    let forward = 0, backwardPeak = 0, afterBackward = 0;
+    let hidden: E.Tensor | null = null;
+    E.scope(() => {
+      const h = E.silu(E.linear(x, ws[0]));
+      hidden = h;
+      const l = chain(h, ws.slice(1));
+      forward = E.pool.stats.bytesInUse - base;
+      E.pool.stats.peakBytesInUse = E.pool.stats.bytesInUse;
+      E.backward(l, undefined, { freeActivations });
+      backwardPeak = E.pool.stats.peakBytesInUse - base - forward;
+      afterBackward = E.pool.stats.bytesInUse - base;
+    });
+    return { forward, backwardPeak, afterBackward, hidden: hidden! as E.Tensor };
+  };
+  const keep = run(false);
+  const gKeep = await Promise.all(ws.map((w) => w.grad!.read()));
+  const free = run(true);
+  const gFree = await Promise.all(ws.map((w) => w.grad!.read()));
+  const paramGrads = L * 128 * 128 * 4;
+  console.log(
+    `forward ${keep.forward / S} S; backward adds at most ${keep.backwardPeak / S} S (keep) / ` +
+      `${free.backwardPeak / S} S (free); after backward ${keep.afterBackward / S} S / ${
+        free.afterBackward / S
+      } S ` +
+      `(parameter gradients ${paramGrads / S} S)`,
+  );
+  // Holding every gradient would add ~2L·S; freed as consumed, the backward needs a few S beyond the leaf grads.
+  assert.ok(keep.backwardPeak <= paramGrads + 6 * S, `backward peak +${keep.backwardPeak / S} S`);
+  // With freeActivations the forward's 2L activations are gone when backward returns: leaf grads remain.
+  assert.ok(free.afterBackward <= paramGrads + 2 * S, `after backward ${free.afterBackward / S} S`);
+  // ... and the backward's peak barely exceeds the forward's: each activation goes as its gradient arrives.
+  assert.ok(free.backwardPeak <= 4 * S, `backward peak with freeActivations +${free.backwardPeak / S} S`);
+  assert.ok(
+    keep.afterBackward >= paramGrads + 2 * L * S - S,
+    `after backward (keep) ${keep.afterBackward / S} S`,
+  );
+  for (let i = 0; i < L; i++) assert.deepEqual(gFree[i], gKeep[i], `w${i}.grad differs with freeActivations`);
+  assert.equal(keep.hidden.isDisposed, true); // its scope ended
+  assert.throws(() => free.hidden.buffer, /use of a disposed tensor/);
+  E.zeroGrad(ws);
+  for (const t of [x, ...ws]) t.dispose();
+});
