@@ -11,7 +11,7 @@
  * input-only reverse-mode entry points (`jvp`, `vjp`, `vjpFn`) live in engine/jvp.ts; the sessions they open
  * are kept here because `record` consults them.
  */
-import { nextTensorId, type Shape, type TapeNode, Tensor } from "./tensor.ts";
+import { nextTensorId, scope, type Shape, type TapeNode, Tensor } from "./tensor.ts";
 
 let gradEnabled = true;
 
@@ -333,4 +333,47 @@ export function zeroGrad(params: Iterable<Tensor>): void {
     p.grad?.dispose();
     p.grad = null;
   }
+}
+
+/** What a recomputed function draws from (its generators are rewound for the recomputation). */
+export interface Rewindable {
+  state: { seed: number; calls: number };
+}
+
+/**
+ * Activation checkpointing (torch.utils.checkpoint.checkpoint): run `fn(inputs)` without keeping its
+ * intermediates, record one node, and in the backward run `fn` again on detached copies of the inputs to get
+ * their gradients and the gradients of the parameters it uses (accumulated into their `.grad` directly). A
+ * block's activation memory becomes its output alone, for one more forward in the backward. `fn` must be a
+ * function of `inputs`, its parameters and the generators in `gens` only (they are rewound so dropout draws the
+ * same masks). Outside a gradient-recording context, and inside forward-mode or input-only sessions, it is
+ * plain `fn(inputs)`, as when no input requires grad.
+ */
+export function checkpoint(fn: (xs: Tensor[]) => Tensor, inputs: Tensor[], gens: Rewindable[] = []): Tensor {
+  if (!gradEnabled || forwardSession || reverseSession || !inputs.some((x) => x.requiresGrad)) {
+    return fn(inputs);
+  }
+  const drawn = gens.map((g) => g.state);
+  const out = scope(() => noGrad(() => fn(inputs)));
+  return record(out, "checkpoint", inputs, (g) => {
+    const after = gens.map((x) => x.state);
+    gens.forEach((x, i) => (x.state = drawn[i]));
+    const xs = inputs.map((x) => {
+      const d = detach(x);
+      d.requiresGrad = x.requiresGrad;
+      return d;
+    });
+    try {
+      // In its own scope: what the recomputation saves outside the tape (norm statistics, dropout masks) goes
+      // before the next block is recomputed, not at the end of the step.
+      return scope(() => {
+        const y = withSessions({ forward: null, reverse: null, pulling: null }, true, () => fn(xs));
+        if (y.requiresGrad) backward(y, g, { freeActivations: true });
+        return xs.map((d) => d.grad);
+      });
+    } finally {
+      gens.forEach((x, i) => (x.state = after[i]));
+      for (const d of xs) d.dispose();
+    }
+  });
 }

@@ -2,7 +2,7 @@
 export { checkGpuErrors, type Gpu, gpu, GpuError, initDevice } from "./device.ts";
 export { counters, flush, pool, sync } from "./runtime.ts";
 export { numel, scope, type Shape, Tensor } from "./tensor.ts";
-export { backward, detach, isGradEnabled, type JvpRule, noGrad, zeroGrad } from "./autograd.ts";
+export { backward, checkpoint, detach, isGradEnabled, type JvpRule, noGrad, zeroGrad } from "./autograd.ts";
 export { type Fn, jvp, type Pullback, TAPE_OPS, type TapeOp, vjp, vjpFn } from "./jvp.ts";
 export * from "./ops/index.ts";
 export { dropout, Generator } from "./random.ts";

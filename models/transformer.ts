@@ -12,6 +12,7 @@
  */
 import {
   add,
+  checkpoint,
   concat,
   cos,
   div,
@@ -267,6 +268,12 @@ export class Transformer {
   private readonly table: ParamTable;
   readonly buffers = new Map<string, Tensor>();
   readonly gen: Generator;
+  /**
+   * Recompute each block in the backward instead of keeping its activations (training only): a step's memory
+   * is then the blocks' outputs plus one block's intermediates, for ~1/3 more compute. A run setting, not part
+   * of the configuration (the model and its results are the same).
+   */
+  checkpointBlocks = false;
   private readonly pre: ReturnType<typeof prefixes>;
   private readonly grids = new Map<string, { coords: Tensor; pe: Tensor; host: Float32Array }>();
 
@@ -397,7 +404,8 @@ export class Transformer {
     const m = this.conditioning(c, B);
     let first: Tensor | undefined;
     for (let i = 0; i < this.cfg.blocks; i++) {
-      const r = blockForward(this.blockParams(i), h, s, m, {
+      const p = this.blockParams(i);
+      const ctx: BlockContext = {
         heads: this.cfg.heads,
         coords: g.coords,
         dropout: this.cfg.dropout,
@@ -405,7 +413,23 @@ export class Transformer {
         gen: this.gen,
         firstValue: this.cfg.valueResidual ? first : undefined,
         lambda: this.cfg.valueResidualLambda,
-      });
+      };
+      // Block 0 also hands its v to the others under value residuals: it keeps its activations.
+      if (this.checkpointBlocks && o.training && !(i === 0 && this.cfg.valueResidual)) {
+        const fv = ctx.firstValue;
+        const ins = [h, s, ...(m ? [m] : []), ...(fv ? [fv] : [])];
+        h = checkpoint(
+          (xs) =>
+            blockForward(p, xs[0], xs[1], m ? xs[2] : null, {
+              ...ctx,
+              firstValue: fv ? xs.at(-1) : undefined,
+            }).h,
+          ins,
+          [this.gen],
+        );
+        continue;
+      }
+      const r = blockForward(p, h, s, m, ctx);
       h = r.h;
       if (i === 0) first = r.v;
     }

@@ -3,7 +3,8 @@
  * encodes, without the data loading): the autoencoder `default` (Adam and PSGD-Kron), the diffusion denoiser and
  * the latent solver at `default` on the built-in dataset's latent shape (B 8, 16 × 5 × 8×8 = 320 tokens) and at
  * `large` on the Euler latent shape (B 1, 64 × 5 × 16×16 = 1,280 tokens), and the pixel solver at `default`
- * (5 × 5 × 64×64 frames, patch 8). `deno task bench --filter step`.
+ * (5 × 5 × 64×64 frames, patch 8); and forward + backward of 4 `large` blocks with and without activation
+ * checkpointing (`step_blocks`, for its memory). `deno task bench --filter step`.
  *
  * FLOPs of a transformer step: 3× the forward's matmuls and attention (backward ≈ 2× forward); the AE rows report
  * time and memory only.
@@ -125,6 +126,49 @@ function emulatorBench(
   };
 }
 
+/**
+ * Forward + backward of `blocks` blocks of the `large` solver on the Euler latent shape, with and without
+ * activation checkpointing (no optimizer: the rows compare the activation memory the backward needs).
+ */
+function blocksBench(blocks: number, checkpoint: boolean): Bench {
+  const B = 1, C = 64, grid = [5, 16, 16], N = 5 * 16 * 16;
+  const cfg = {
+    ...transformerPreset("large", { channels: C, spatial: 2, labelDim: 5, kind: "solver" }),
+    blocks,
+  };
+  return {
+    kernel: "step_blocks",
+    shape: `large ${blocks} blocks B${B} (${N} tokens) fwd+bwd${checkpoint ? " checkpointed" : ""}`,
+    flops: (checkpoint ? 4 : 3) * transformerForwardFlops(cfg, B, N),
+    bytes: 0,
+    setup: () => {
+      const model = new Solver(cfg, 1);
+      model.net.checkpointBlocks = checkpoint;
+      const params = model.parameters();
+      const x = input([B, C, ...grid], 5), label = input([B, 5], 6);
+      const mask = constant(Array.from({ length: B * grid[0] }, (_, i) => (i === 0 ? 1 : 0)), [
+        B,
+        1,
+        grid[0],
+        1,
+        1,
+      ]);
+      return {
+        run: () => {
+          backward(solverLoss(model, x, mask, label, { training: true }), undefined, {
+            freeActivations: true,
+          });
+          zeroGrad(params);
+        },
+        dispose: () => {
+          for (const t of [x, label, mask]) t.dispose();
+          model.dispose();
+        },
+      };
+    },
+  };
+}
+
 export const benches: Bench[] = [
   aeBench("adam"),
   aeBench("psgd"),
@@ -133,4 +177,6 @@ export const benches: Bench[] = [
   emulatorBench("pixel", "default", 8, 5, [5, 64, 64]),
   emulatorBench("dm", "large", 1, 64, [5, 16, 16]),
   emulatorBench("solver", "large", 1, 64, [5, 16, 16]),
+  blocksBench(4, false),
+  blocksBench(4, true),
 ];

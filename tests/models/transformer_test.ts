@@ -304,3 +304,64 @@ Deno.test("transformer: the whole model (2-D and 3-D, θ and noise embeddings) m
     }
   }
 });
+
+Deno.test("transformer: checkpointBlocks gives the same loss and gradients (dropout masks redrawn alike) in less memory", async () => {
+  await gpuReady();
+  const { pool } = await import("../../engine/index.ts");
+  const C = 2;
+  const cfg: TransformerConfig = {
+    ...transformerPreset("tiny", { channels: C, spatial: 2, labelDim: 2, kind: "denoiser" }),
+    blocks: 4,
+    dropout: 0.3,
+    valueResidual: true,
+  };
+  const B = 2, grid = [3, 4, 4];
+  const n = grid.reduce((a, b) => a * b, 1);
+  const x = Tensor.fromData(Float32Array.from(randArray(B * C * n, 51)), [B, C, ...grid], {
+    persistent: true,
+  });
+  const mask = Tensor.fromData([1, 0, 0, 1, 1, 0], [B, 1, 3, 1, 1], { persistent: true });
+  const label = Tensor.fromData(Float32Array.from(randArray(B * 2, 52)), [B, 2], { persistent: true });
+  const time = Tensor.fromData([-1.5, 4], [B], { persistent: true });
+  const run = async (ckpt: boolean) => {
+    const model = new Transformer(cfg, 3);
+    model.checkpointBlocks = ckpt;
+    const base = pool.stats.bytesInUse;
+    pool.stats.peakBytesInUse = base;
+    const loss = scope(() => {
+      const l = mean(square(model.forward(x, mask, { label, time }, { training: true })));
+      backward(l, undefined, { freeActivations: true });
+      return l.keep();
+    });
+    const peak = pool.stats.peakBytesInUse - base;
+    const grads = new Map<string, Float32Array>();
+    for (const [name, p] of model.params) grads.set(name, await p.grad!.read());
+    const out = { loss: await loss.item(), grads, peak, calls: model.gen.state.calls };
+    loss.dispose();
+    zeroGrad(model.parameters());
+    model.dispose();
+    return out;
+  };
+  try {
+    const plain = await run(false), ckpt = await run(true);
+    let worst = 0;
+    for (const [name, g] of plain.grads) {
+      const h = ckpt.grads.get(name)!;
+      const scale = Math.max(1e-3, ...g.map(Math.abs));
+      for (let i = 0; i < g.length; i++) worst = Math.max(worst, Math.abs(g[i] - h[i]) / scale);
+    }
+    console.log(
+      `loss ${plain.loss} vs ${ckpt.loss}; max gradient difference ${
+        worst.toExponential(2)
+      } of each tensor's max; ` +
+        `peak ${(plain.peak / 2 ** 10).toFixed(0)} KiB → ${(ckpt.peak / 2 ** 10).toFixed(0)} KiB`,
+    );
+    if (plain.loss !== ckpt.loss) throw new Error(`loss ${plain.loss} != ${ckpt.loss} with checkpointing`);
+    // Same kernels on the same inputs; only the order in which weight gradients are summed may differ.
+    if (!(worst <= 1e-5)) throw new Error(`gradients differ by ${worst} with checkpointing`);
+    if (plain.calls !== ckpt.calls) throw new Error(`generator at ${ckpt.calls} calls, not ${plain.calls}`);
+    if (!(ckpt.peak < 0.8 * plain.peak)) throw new Error(`peak ${ckpt.peak} not below ${plain.peak}`);
+  } finally {
+    for (const t of [x, mask, label, time]) t.dispose();
+  }
+});
