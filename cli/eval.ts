@@ -8,9 +8,11 @@
  */
 import { compareWellFiles, type Comparison } from "../eval/compare.ts";
 import { initDevice } from "../engine/index.ts";
-import { nonNegativeInt, oneOf, parseFlags, positiveInt, UsageError } from "./args.ts";
+import { nonNegativeInt, oneOf, parseFlags, positiveInt, positiveNumber, UsageError } from "./args.ts";
 import { Progress } from "./progress.ts";
 import { runEvaluation } from "../eval/evaluate.ts";
+import { isDiffusion } from "../eval/report.ts";
+import { parseObservation } from "../models/observe.ts";
 
 const USAGE = `usage: deno task eval --ae RUN [--dm RUN] [--solver RUN] [--pixel-solver RUN] [options]
        deno task eval compare PRED TRUTH [--json] [--fields a,b]
@@ -38,6 +40,11 @@ options:
   --members K              diffusion ensemble size (default 8)
   --context LIST           context frames, comma-separated (default 1; the paper: 1,2,3)
   --steps N                sampler steps (default 16)
+  --guided LIST            also roll the diffusion emulator out guided by observations of the truth, one
+                           method per operator: subsample:S and/or pool:S, comma-separated (e.g.
+                           subsample:8,pool:8; needs --dm; method §8)
+  --obs-noise X            σ_y of those observations (default 0.1)
+  --gmres N                GMRES iterations of the guidance (default 1)
   --seed S                 (default 0)
   --out DIR                (default runs/eval)`;
 
@@ -133,6 +140,19 @@ function printTables(r: Comparison): void {
   }
 }
 
+/** `--guided subsample:8,pool:8` → its operators, each checked (models/observe.ts); undefined when absent. */
+export function guidedFlag(value: string | undefined): string[] | undefined {
+  const specs = value?.split(",").map((s) => s.trim()).filter((s) => s.length);
+  for (const s of specs ?? []) {
+    try {
+      parseObservation(s);
+    } catch (e) {
+      throw new UsageError(`--guided: ${(e as Error).message}`);
+    }
+  }
+  return specs;
+}
+
 async function runCommand(args: string[]): Promise<number> {
   const { values: v } = parseFlags(args, {
     ae: { type: "string" },
@@ -145,6 +165,9 @@ async function runCommand(args: string[]): Promise<number> {
     members: { type: "string" },
     context: { type: "string" },
     steps: { type: "string" },
+    guided: { type: "string" },
+    "obs-noise": { type: "string" },
+    gmres: { type: "string" },
     seed: { type: "string" },
     out: { type: "string", default: "runs/eval" },
     help: { type: "boolean", short: "h" },
@@ -158,6 +181,13 @@ async function runCommand(args: string[]): Promise<number> {
     throw new UsageError("eval needs at least one emulator: --dm, --solver or --pixel-solver (see --help)");
   }
   const contexts = (v.context ?? "1").split(",").map((c) => positiveInt("context", c.trim()));
+  const guided = guidedFlag(v.guided);
+  if (guided?.length && !v.dm) {
+    throw new UsageError("--guided steers the diffusion emulator: it needs --dm RUN");
+  }
+  if (!guided?.length && (v["obs-noise"] !== undefined || v.gmres !== undefined)) {
+    throw new UsageError("--obs-noise and --gmres set up guidance: they need --guided subsample:S|pool:S");
+  }
   const bar = new Progress("eval", 1, "rollout");
   const res = await runEvaluation({
     ae: v.ae,
@@ -170,6 +200,9 @@ async function runCommand(args: string[]): Promise<number> {
     members: positiveInt("members", v.members, 8),
     contexts,
     steps: positiveInt("steps", v.steps, 16),
+    guided,
+    obsNoise: positiveNumber("obs-noise", v["obs-noise"], 0.1),
+    gmres: positiveInt("gmres", v.gmres, 1),
     seed: nonNegativeInt("seed", v.seed, 0),
     out: v.out,
     title: v.out,
@@ -185,7 +218,7 @@ async function runCommand(args: string[]): Promise<number> {
   for (const [m, w] of Object.entries(res.table)) {
     console.log(
       `  ${m.padEnd(14)} VRMSE ${w.all.VRMSE.toFixed(3)}${
-        m === "diffusion" ? `  spread/skill ${w.all.spread_skill.toFixed(3)}` : ""
+        isDiffusion(m) ? `  spread/skill ${w.all.spread_skill.toFixed(3)}` : ""
       }`,
     );
   }

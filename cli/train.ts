@@ -22,6 +22,7 @@ import {
 import { runPipeline, STAGES } from "../train/pipeline.ts";
 import { Progress } from "./progress.ts";
 import { listenForStop } from "./signals.ts";
+import { guidedFlag } from "./eval.ts";
 
 const AE_HELP = `usage: deno task train ae [options]
 
@@ -110,6 +111,8 @@ options:
                            (default 16)
   --trajectories N         test trajectories evaluated (default 4)
   --members K              diffusion ensemble members in the evaluation (default 8)
+  --guided LIST            also evaluate the diffusion emulator guided by observations, e.g. subsample:8,pool:8
+                           (see deno task eval --help; ~7× the cost of its unguided rollouts)
   --seed S                 (default 0)`;
 
 export async function trainCommand(args: string[]): Promise<number> {
@@ -171,6 +174,7 @@ async function trainPipeline(args: string[]): Promise<number> {
     compressions: { type: "string" },
     trajectories: { type: "string" },
     members: { type: "string" },
+    guided: { type: "string" },
     seed: { type: "string" },
     help: { type: "boolean", default: false },
   }, { command: "train" });
@@ -208,6 +212,7 @@ async function trainPipeline(args: string[]): Promise<number> {
       evaluation: {
         trajectories: positiveInt("trajectories", v.trajectories, 4),
         members: positiveInt("members", v.members, 8),
+        ...(v.guided ? { guided: guidedFlag(v.guided) } : {}),
       },
       onLog: (l) => console.error(l),
       onStage: (label, i, n) => {

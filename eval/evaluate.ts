@@ -23,9 +23,17 @@ import { emulate, type EmulateResult } from "./emulate_run.ts";
 import { evaluate as metricsOf, isotropicPowerSpectrum } from "./metrics.ts";
 import { linePanelsPng, type LineSeries, writePng } from "./plots.ts";
 import { loadAutoencoder } from "./runs.ts";
-import { writeReport } from "./report.ts";
+import { parseObservation } from "../models/observe.ts";
+import { isDiffusion, writeReport } from "./report.ts";
 
-export type MethodKey = "diffusion" | "latent solver" | "pixel solver" | "persistence" | "autoencoder";
+/** `diffusion guided by pool:8`: the diffusion emulator guided by observations of the truth (method §8). */
+export type MethodKey =
+  | "diffusion"
+  | `diffusion guided by ${string}`
+  | "latent solver"
+  | "pixel solver"
+  | "persistence"
+  | "autoencoder";
 
 export interface EvaluateOptions {
   ae: string;
@@ -43,6 +51,15 @@ export interface EvaluateOptions {
   contexts?: number[];
   /** Sampler steps. */
   steps?: number;
+  /**
+   * Also roll the diffusion emulator out guided by observations of the true trajectory, once per operator
+   * ("subsample:8", "pool:8"; method §8): the same seed as the unguided rollout, so the rows differ by the
+   * guidance alone.
+   */
+  guided?: string[];
+  /** σ_y of the observations (default 0.1) and GMRES iterations (default 1) of the guided rollouts. */
+  obsNoise?: number;
+  gmres?: number;
   seed?: number;
   out: string;
   /** A label for the report (e.g. the run name) and extra lines for its header. */
@@ -171,8 +188,19 @@ function byField(m: Record<string, Float64Array>, T: number, fields: string[]) {
 export async function runEvaluation(o: EvaluateOptions): Promise<EvaluationSummary> {
   const t0 = performance.now(), log = o.onLog ?? (() => {});
   const contexts = o.contexts ?? [1];
-  const methods: [MethodKey, Partial<Record<"dm" | "solver" | "pixelSolver", string>>][] = [];
+  const methods: [MethodKey, Partial<Record<"dm" | "solver" | "pixelSolver" | "observe", string>>][] = [];
   if (o.dm) methods.push(["diffusion", { dm: o.dm }]);
+  if (o.guided?.length && !o.dm) throw new Error(`guided evaluation needs --dm (a diffusion run to guide)`);
+  for (const spec of o.guided ?? []) {
+    try {
+      parseObservation(spec, o.obsNoise ?? 0.1);
+    } catch (e) {
+      throw new Error(`--guided: ${(e as Error).message}`);
+    }
+  }
+  for (const spec of o.guided ?? []) {
+    methods.push([`diffusion guided by ${spec}`, { dm: o.dm, observe: spec }]);
+  }
   if (o.solver) methods.push(["latent solver", { solver: o.solver }]);
   if (o.pixelSolver) methods.push(["pixel solver", { pixelSolver: o.pixelSolver }]);
   if (!methods.length) throw new Error(`eval needs at least one of --dm, --solver, --pixel-solver`);
@@ -181,11 +209,13 @@ export async function runEvaluation(o: EvaluateOptions): Promise<EvaluationSumma
   await Deno.mkdir(join(o.out, "figures"), { recursive: true });
   const rows: MetricRow[] = [];
   const rollouts: Record<string, EmulateResult> = {};
+  /** Rollout folder key → method name (figure legends). */
+  const methodOf: Record<string, string> = {};
   const total = methods.length * contexts.length;
   let done = 0, dataset = "", fields: string[] = [];
   for (const [method, run] of methods) {
     for (const c of contexts) {
-      const key = `${method.replace(" ", "_")}_c${c}`;
+      const key = `${method.replaceAll(" ", "_").replace(":", "")}_c${c}`;
       log(`rollouts: ${method}, context ${c}`);
       const res = await emulate({
         ae: method === "pixel solver" ? undefined : o.ae,
@@ -193,7 +223,8 @@ export async function runEvaluation(o: EvaluateOptions): Promise<EvaluationSumma
         data: o.data,
         split: o.split ?? "test",
         trajectories: o.trajectories ?? 4,
-        members: method === "diffusion" ? o.members ?? 8 : 1,
+        members: isDiffusion(method) ? o.members ?? 8 : 1,
+        ...(run.observe ? { obsNoise: o.obsNoise ?? 0.1, gmres: o.gmres ?? 1 } : {}),
         context: c,
         steps: o.steps ?? 16,
         seed: o.seed ?? 0,
@@ -203,6 +234,7 @@ export async function runEvaluation(o: EvaluateOptions): Promise<EvaluationSumma
         onProgress: (d, n, info) => o.onProgress?.(done + d / n, total, `${method} c=${c} ${info}`),
       });
       rollouts[key] = res;
+      methodOf[key] = method;
       for (const f of res.files) {
         const cmp = await compareWellFiles(f.prediction, f.truth);
         fields = cmp.fields;
@@ -256,7 +288,7 @@ export async function runEvaluation(o: EvaluateOptions): Promise<EvaluationSumma
 
   const windows = leadWindows(dataset, rows.map((r) => r.lead_time));
   const summary = aggregate(rows, windows);
-  const figures = await drawFigures(o.out, rows, fields, rollouts, contexts[0]);
+  const figures = await drawFigures(o.out, rows, fields, rollouts, methodOf, contexts[0]);
   const seconds = (performance.now() - t0) / 1000;
   const result: EvaluationSummary = {
     out: o.out,
@@ -270,7 +302,20 @@ export async function runEvaluation(o: EvaluateOptions): Promise<EvaluationSumma
   await Deno.writeTextFile(join(o.out, "summary.json"), JSON.stringify(result, null, 2) + "\n");
   await writeReport(result, {
     title: o.title ?? "evaluation",
-    notes: o.notes ?? [],
+    notes: [
+      ...(o.notes ?? []),
+      ...(o.guided?.length
+        ? [
+          `Guided rollouts (${
+            o.guided.join(", ")
+          }): every generated frame observed from the true trajectory in ` +
+          `standardized units with σ_y = ${o.obsNoise ?? 0.1}, MMPS with ${
+            o.gmres ?? 1
+          } GMRES iteration(s), the ` +
+          `same seed as the unguided rollout (method §8).`,
+        ]
+        : []),
+    ],
     dataset,
     fields,
     contexts,
@@ -365,6 +410,7 @@ async function drawFigures(
   rows: MetricRow[],
   fields: string[],
   rollouts: Record<string, EmulateResult>,
+  methodOf: Record<string, string>,
   context: number,
 ): Promise<Record<string, string>> {
   const methods = [...new Set(rows.map((r) => r.method))];
@@ -388,13 +434,13 @@ async function drawFigures(
     join(out, figs.vrmse),
     await linePanelsPng("VRMSE against lead time (physical units)", panels("VRMSE", "VRMSE"), 3),
   );
-  if (methods.includes("diffusion")) {
+  if (methods.some(isDiffusion)) {
     figs.spread = join("figures", "spread_skill.png");
     await writePng(
       join(out, figs.spread),
       await linePanelsPng(
         "Spread / skill of the diffusion ensemble (1 = calibrated)",
-        panels("spread_skill", "spread / skill", ["diffusion"]),
+        panels("spread_skill", "spread / skill", methods.filter(isDiffusion)),
         3,
       ),
     );
@@ -413,7 +459,7 @@ async function drawFigures(
       3,
     ),
   );
-  const spectra = await spectraFigure(out, rollouts, context);
+  const spectra = await spectraFigure(out, rollouts, methodOf, context);
   if (spectra) figs.spectra = spectra;
   return figs;
 }
@@ -422,6 +468,7 @@ async function drawFigures(
 async function spectraFigure(
   out: string,
   rollouts: Record<string, EmulateResult>,
+  methodOf: Record<string, string>,
   context: number,
 ): Promise<string | null> {
   const entries = Object.entries(rollouts).filter(([k, r]) => k.endsWith(`_c${context}`) && r.files.length);
@@ -449,7 +496,7 @@ async function spectraFigure(
     for (let k = 0; k < K; k++) {
       x.set((await readTrajectory(f.prediction, k)).x.subarray(t * frame, (t + 1) * frame), k * frame);
     }
-    series[key.replace(/_c\d+$/, "").replace("_", " ")] = await spectrum(x, K);
+    series[methodOf[key]] = await spectrum(x, K);
   }
   const name = join("figures", "power_spectra.png");
   const lead = (t - context + 1) * (entries[0][1].leadTimes[1] - entries[0][1].leadTimes[0]);

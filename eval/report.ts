@@ -7,6 +7,9 @@
 import { join } from "node:path";
 import type { EvaluationSummary } from "./evaluate.ts";
 
+/** Diffusion and its guided variants: the methods with an ensemble (spread, spread/skill). */
+export const isDiffusion = (m: string): boolean => m === "diffusion" || m.startsWith("diffusion guided by ");
+
 export interface ReportMeta {
   title: string;
   notes: string[];
@@ -34,7 +37,7 @@ function table(s: EvaluationSummary, metrics: [string, string][]): string {
     lines.push(`| method | ${s.windows.map((w) => `ℓ ${w.name}`).join(" | ")} | all |`);
     lines.push(`|---|${s.windows.map(() => "---").join("|")}|---|`);
     for (const m of methods) {
-      if (metric.startsWith("spread") && m !== "diffusion") continue;
+      if (metric.startsWith("spread") && !isDiffusion(m)) continue;
       lines.push(
         `| ${m} | ${s.windows.map((w) => f3(s.table[m][w.name]?.[metric])).join(" | ")} | ${
           f3(s.table[m].all?.[metric])
@@ -114,6 +117,19 @@ export function findings(s: EvaluationSummary, compressions?: Record<number, Eva
   } else {out.push(
       "(iii) Diffusion against the deterministic solver: **not tested** (needs both --dm and --solver).",
     );}
+  // Guidance (method §8): the same rollouts, steered by observations of the truth.
+  for (const m of Object.keys(t).filter((k) => k.startsWith("diffusion guided by "))) {
+    const g = vr(m), u = vr("diffusion"), gl = vr(m, last), ul = vr("diffusion", last);
+    const better = g !== undefined && u !== undefined && g < u;
+    out.push(
+      `Guidance: ${m.replace("diffusion ", "")} gives mean VRMSE ${f3(g)} against ${f3(u)} unguided (${
+        f3(gl)
+      } against ${f3(ul)} at ℓ ${last}): the observations **${better ? "improve" : "do not improve"}** ` +
+        `the diffusion emulator's rollouts here${
+          better ? "" : " (an emulator this briefly trained may not respond to guidance)"
+        }.`,
+    );
+  }
   return out;
 }
 

@@ -47,7 +47,13 @@ export interface PipelineOptions {
   /** Sizes of every stage, for tests and experiments (merged over the defaults). */
   ae?: Partial<TrainAeConfig>;
   emulator?: Partial<TrainEmulatorConfig>;
-  evaluation?: { trajectories?: number; members?: number; contexts?: number[]; steps?: number };
+  evaluation?: {
+    trajectories?: number;
+    members?: number;
+    contexts?: number[];
+    steps?: number;
+    guided?: string[];
+  };
   onLog?: (line: string) => void;
   /** A stage starts: (label, index among the stages to run, count). */
   onStage?: (label: string, index: number, count: number) => void;
