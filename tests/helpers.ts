@@ -126,3 +126,17 @@ export async function checkOp(c: GradCheck): Promise<{ fwd: number; grad: number
     }
   }
 }
+
+/** Run `fn` with console.log and console.error captured (CLI tests): its result and what it printed. */
+export async function captureConsole<T>(fn: () => Promise<T>): Promise<{ r: T; out: string; err: string }> {
+  const out: string[] = [], err: string[] = [];
+  const { log, error } = console;
+  console.log = (...a: unknown[]) => out.push(a.join(" "));
+  console.error = (...a: unknown[]) => err.push(a.join(" "));
+  try {
+    return { r: await fn(), out: out.join("\n"), err: err.join("\n") };
+  } finally {
+    console.log = log;
+    console.error = error;
+  }
+}

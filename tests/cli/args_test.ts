@@ -17,6 +17,7 @@ import {
 } from "../../cli/args.ts";
 import { dataCommand } from "../../cli/data.ts";
 import { encodeCommand } from "../../cli/encode.ts";
+import { captureConsole } from "../helpers.ts";
 
 const opts = { lr: { type: "string" }, seed: { type: "string" }, n: { type: "string", short: "n" } } as const;
 const usage = (re: RegExp) => (e: unknown) => e instanceof UsageError && re.test(e.message);
@@ -78,14 +79,13 @@ Deno.test("args: unknown flags and missing values become a UsageError pointing t
 });
 
 async function run(cmd: (a: string[]) => Promise<number>, args: string[]) {
-  const err: string[] = [];
-  const { error } = console;
-  console.error = (...a: unknown[]) => err.push(a.join(" "));
-  try {
-    return { code: await cmd(args).catch((e) => (err.push(`error: ${e.message}`), 1)), err: err.join("\n") };
-  } finally {
-    console.error = error;
-  }
+  const { r: code, err } = await captureConsole(() =>
+    cmd(args).catch((e) => {
+      console.error(`error: ${e.message}`);
+      return 1;
+    })
+  );
+  return { code, err };
 }
 
 Deno.test("args: data and encode answer negative and non-numeric values with one clear line", async () => {

@@ -6,19 +6,11 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { dataCommand } from "../../cli/data.ts";
 import { withTempDir, writeDatasetRoot } from "./fixtures.ts";
+import { captureConsole } from "../helpers.ts";
 
 async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [], err: string[] = [];
-  const { log, error } = console;
-  console.log = (...a: unknown[]) => out.push(a.join(" "));
-  console.error = (...a: unknown[]) => err.push(a.join(" "));
-  try {
-    const code = await dataCommand(args);
-    return { code, out: out.join("\n"), err: err.join("\n") };
-  } finally {
-    console.log = log;
-    console.error = error;
-  }
+  const { r: code, out, err } = await captureConsole(() => dataCommand(args));
+  return { code, out, err };
 }
 
 Deno.test("cli: data info --json reports the dataset summary of a root, a split folder and a file", async () => {

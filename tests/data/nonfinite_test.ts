@@ -11,6 +11,7 @@ import { Normalizer } from "../../data/transforms.ts";
 import { WellDataset } from "../../data/well_dataset.ts";
 import type { FieldInfo } from "../../data/well_file.ts";
 import { assertDataError, encode, withTempDir, writeDatasetRoot } from "./fixtures.ts";
+import { captureConsole } from "../helpers.ts";
 
 /** density (field 1) of trajectory 1 is NaN at step 5, spatial index 3; energy (field 0) is +Inf at b 0, t 2. */
 const poisoned = (k: number, b: number, t: number, s: number, c: number, K: number) =>
@@ -27,18 +28,7 @@ const poisoned = (k: number, b: number, t: number, s: number, c: number, K: numb
       K,
     );
 
-async function quiet<T>(fn: () => Promise<T>): Promise<{ r: T; out: string; err: string }> {
-  const out: string[] = [], err: string[] = [];
-  const { log, error } = console;
-  console.log = (...a: unknown[]) => out.push(a.join(" "));
-  console.error = (...a: unknown[]) => err.push(a.join(" "));
-  try {
-    return { r: await fn(), out: out.join("\n"), err: err.join("\n") };
-  } finally {
-    console.log = log;
-    console.error = error;
-  }
-}
+const quiet = captureConsole;
 
 Deno.test("non-finite: a checked window holding NaN throws one line naming file, field, trajectory and step", async () => {
   await withTempDir(async (dir) => {

@@ -18,7 +18,7 @@ import { runEvaluation } from "../../eval/evaluate.ts";
 import { trainAutoencoder } from "../../train/ae.ts";
 import { trainEmulator } from "../../train/emulator.ts";
 import { main } from "../../cli/main.ts";
-import { gpuReady } from "../helpers.ts";
+import { captureConsole, gpuReady } from "../helpers.ts";
 
 interface Runs {
   data: string;
@@ -263,13 +263,8 @@ Deno.test("guided emulate: bad observation settings are one line, from the libra
   }
   assert.throws(() => Deno.statSync(out));
   const cli = async (...args: string[]) => {
-    const lines: string[] = [], orig = console.error;
-    console.error = (...a: unknown[]) => void lines.push(a.join(" "));
-    try {
-      return { code: await main(["emulate", "--ae", r.ae, ...args]), lines };
-    } finally {
-      console.error = orig;
-    }
+    const { r: code, err } = await captureConsole(() => main(["emulate", "--ae", r.ae, ...args]));
+    return { code, lines: err.split("\n") };
   };
   for (
     const [args, re] of [
@@ -318,24 +313,9 @@ Deno.test("eval --guided subsample:4: guided diffusion rows, curves and a guidan
   assert.match(report, /Guidance: guided by subsample:4 gives mean VRMSE/);
   assert.match(report, /Guided rollouts \(subsample:4\): .*σ_y = 0\.1, MMPS with 1 GMRES/);
   Deno.statSync(join(out, "rollouts", "diffusion_guided_by_subsample4_c1"));
-  const lines: string[] = [], orig = console.error;
-  console.error = (...a: unknown[]) => void lines.push(a.join(" "));
-  try {
-    const code = await main([
-      "eval",
-      "--ae",
-      r.ae,
-      "--solver",
-      r.dm,
-      "--guided",
-      "pool:4",
-      "--out",
-      out + "_x",
-    ]);
-    assert.equal(code, 1);
-    assert.equal(lines.length, 1, lines.join("\n"));
-    assert.match(lines[0], /^error: --guided steers the diffusion emulator: it needs --dm RUN/);
-  } finally {
-    console.error = orig;
-  }
+  const args = ["eval", "--ae", r.ae, "--solver", r.dm, "--guided", "pool:4", "--out", out + "_x"];
+  const { r: code, err } = await captureConsole(() => main(args));
+  assert.equal(code, 1);
+  assert.equal(err.split("\n").length, 1, err);
+  assert.match(err, /^error: --guided steers the diffusion emulator: it needs --dm RUN/);
 });
