@@ -127,7 +127,17 @@ export async function ensureLatentCache(
     if (!source) throw new Error(`${ae}/config.json names no dataset: pass --data`);
   }
   log(`${ae} has no latent cache: encoding ${source} first`);
-  await encodeDataset({ ae, data: source });
+  const step = new Map<string, number>();
+  await encodeDataset({
+    ae,
+    data: source,
+    // Minutes on a CPU adapter: a line per tenth of each split, so a long encoding is visibly moving.
+    onProgress: (split, done, total) => {
+      const every = step.get(split) ?? Math.max(1, Math.ceil(total / 10));
+      step.set(split, every);
+      if (done % every === 0 || done === total) log(`encoding ${split}: ${done}/${total} trajectories`);
+    },
+  });
   const made = findLatentCache(ae);
   if (!made) throw new Error(`encoding ${source} with ${ae} wrote no train cache`);
   return made;
