@@ -195,11 +195,15 @@ export async function runTraining(
     const chooseEpochs = (perStep: number) => {
       const fit = Math.floor((cfg.budgetSeconds! * 0.9) / (perStep * cfg.stepsPerEpoch));
       state.epochs = Math.max(1, Math.min(cfg.epochs, fit));
+      const budget = `${(cfg.budgetSeconds! / 60).toFixed(1)}-minute budget`;
+      const plan = `${state.epochs} epochs × ${cfg.stepsPerEpoch} steps`;
       log(
-        `measured ${
-          perStep.toFixed(3)
-        } s per step: ${state.epochs} epochs × ${cfg.stepsPerEpoch} steps fit the ` +
-          `${(cfg.budgetSeconds! / 60).toFixed(1)}-minute budget`,
+        `measured ${perStep.toFixed(3)} s per step: ` +
+          (fit >= 1
+            ? `${plan} fit the ${budget}`
+            : `${plan} (the least a run does) take ~${
+              ((perStep * cfg.stepsPerEpoch) / 60).toFixed(1)
+            } minutes, over the ${budget}`),
       );
     };
     const t0 = performance.now() - state.elapsed * 1000;
