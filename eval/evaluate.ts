@@ -197,8 +197,6 @@ export async function runEvaluation(o: EvaluateOptions): Promise<EvaluationSumma
     } catch (e) {
       throw new Error(`--guided: ${(e as Error).message}`);
     }
-  }
-  for (const spec of o.guided ?? []) {
     methods.push([`diffusion guided by ${spec}`, { dm: o.dm, observe: spec }]);
   }
   if (o.solver) methods.push(["latent solver", { solver: o.solver }]);
