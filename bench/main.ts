@@ -106,6 +106,21 @@ function printTable(rows: Row[], fmaPeak: number, copyBw: number): void {
   for (const row of body) console.log(line(row));
 }
 
+/**
+ * The host CPU as /proc/cpuinfo names it (model name, family/model), or "unknown": a software adapter's numbers
+ * depend on it, and a VM's CPU can change between days under the same adapter name.
+ */
+function hostCpu(): string {
+  try {
+    const info = Deno.readTextFileSync("/proc/cpuinfo");
+    const field = (k: string) => info.match(new RegExp(`^${k}\\s*:\\s*(.*)$`, "m"))?.[1]?.trim();
+    const name = field("model name");
+    return name ? `${name} (family ${field("cpu family")}, model ${field("model")})` : "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
 async function save(rows: Row[], fmaPeak: number, copyBw: number, mode: Mode): Promise<string> {
   const date = new Date().toISOString();
   const dir = new URL("./results/", import.meta.url);
@@ -113,6 +128,7 @@ async function save(rows: Row[], fmaPeak: number, copyBw: number, mode: Mode): P
   const file = new URL(`${date.slice(0, 10)}.jsonl`, dir);
   const common = {
     adapter: gpu().adapterName,
+    host_cpu: hostCpu(),
     deno_version: Deno.version.deno,
     date,
     quick: mode.quick,
@@ -162,7 +178,7 @@ export async function benchCommand(args: string[]): Promise<number> {
   await initDevice();
   const load = Deno.loadavg()[0], cores = navigator.hardwareConcurrency;
   console.log(
-    `adapter: ${gpu().adapterName} · deno ${Deno.version.deno} · load average ${
+    `adapter: ${gpu().adapterName} · host CPU ${hostCpu()} · deno ${Deno.version.deno} · load average ${
       load.toFixed(2)
     } on ${cores} cores`,
   );

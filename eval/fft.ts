@@ -1,25 +1,54 @@
 /**
- * The discrete Fourier transform over the trailing spatial axes of a real tensor, as dense matmuls with
- * per-axis cos/sin matrices (the engine's tuned matmul), plus the float64 reference the tests compare against.
- *
- * Why a DFT-as-matmul and not a radix-2 FFT kernel: it is exact for every length (The Well's grids include
- * 128, 12 and 6), reuses the fastest kernel the engine has, and its O(N) extra work per point is small at the
- * grids evaluated here (≤ 512 per axis). A WGSL radix-2 kernel is not written; `bench/kernels/metrics.ts` times
- * this route at 64², 128×512 and 64³.
+ * The discrete Fourier transform over the trailing spatial axes of a real tensor by one of two routes, plus
+ * the float64 reference the tests compare against:
+ * - "fft": the engine's WGSL kernels (engine/ops/fft.ts: radix-2 Stockham for powers of two, a direct DFT
+ *   for other lengths; one invocation per line for short axes on software adapters, a workgroup per line
+ *   otherwise), one dispatch per axis;
+ * - "matmul": dense matmuls with per-axis cos/sin matrices (the engine's tuned matmul), O(N) work per point
+ *   per axis but the fastest kernel the engine has.
+ * Which is faster depends on the adapter, so the route is a per-adapter table (`DFT_ROUTE`) like the tile
+ * tables, set from `deno task bench --filter metrics_` (metrics_dft against metrics_fft at 64², 128×512 and
+ * 64³); an axis the FFT kernels cannot hold (`fftFits`) takes the matmul route whatever the table says.
  *
  * Layout and invariants:
- * - `dftn(x, d)` takes real x (…, N1, …, Nd) and returns (…, 2, N1, …, Nd): index 0 of the `2` axis is the real
- *   part, 1 the imaginary part, frequencies in natural (numpy `fft.fftn`) order, sign convention e^{−2πi kn/N}.
+ * - `dftn(x, d)` takes real x (…, N1, …, Nd) and returns (…, 2, N1, …, Nd): index 0 of the `2` axis is the
+ *   real part, 1 the imaginary part, frequencies in natural (numpy `fft.fftn`) order, sign convention
+ *   e^{−2πi kn/N}.
  * - Each axis is one batched matmul: a row of [Re | Im] (2N) times W = [[C, −S], [S, C]] (2N × 2N), so the
- *   complex product needs no separate real/imaginary kernels; the first axis has real input and uses [C | −S].
- *   Between axes the layout is rotated so the next axis is last (one gather per axis).
- * - The twiddles are computed in float64 from (j·k mod N) and rounded once, so their error does not grow with N.
+ *   complex product needs no separate real/imaginary kernels; the first axis has real input and uses
+ *   [C | −S]. Between axes the layout is rotated so the next axis is last (one gather per axis).
+ * - The twiddles are computed in float64 from (j·k mod N) and rounded once, so their error does not grow with
+ *   N.
  * - `norm = "ortho"` folds 1/√N_d into each axis' matrix (torch/numpy `norm="ortho"`).
  * - No autodiff: metrics never need gradients.
  */
-import { matmul, noGrad, numel, permute, scope, sqrt, square, sum, Tensor } from "../engine/index.ts";
+import { adapterTable } from "../engine/adapter.ts";
+import {
+  clearFftCache,
+  fftFits,
+  fftn,
+  gpu,
+  matmul,
+  noGrad,
+  numel,
+  permute,
+  scope,
+  sqrt,
+  square,
+  sum,
+  Tensor,
+} from "../engine/index.ts";
 
 export type FftNorm = "backward" | "ortho";
+export type DftRoute = "fft" | "matmul";
+
+/**
+ * The faster route per adapter, measured by bench/kernels/metrics.ts. lavapipe (2026-12-04, 2-core EPYC):
+ * 5 states at 64², 128×512, 64³ take 2.5 / 182 / 69 ms by FFT against 15.5 / 279 / 713 ms by matmul. GPUs:
+ * not measured here (no GPU was lent); the FFT's O(N log N) loads and one dispatch per axis make it the
+ * default until a GPU run says otherwise.
+ */
+export const DFT_ROUTE = adapterTable<DftRoute>({ lavapipe: "fft", default: "fft" });
 
 const matrices = new Map<string, Tensor>();
 
@@ -51,11 +80,21 @@ function dftMatrix(n: number, complexIn: boolean, scale: number): Tensor {
 export function clearDftCache(): void {
   for (const t of matrices.values()) t.dispose();
   matrices.clear();
+  clearFftCache();
 }
 
-/** Complex DFT over the last `d` axes of real x (…, N1..Nd) → (…, 2, N1..Nd) [re, im]. */
-export function dftn(x: Tensor, d: number, norm: FftNorm = "backward"): Tensor {
+/**
+ * Complex DFT over the last `d` axes of real x (…, N1..Nd) → (…, 2, N1..Nd) [re, im], by `route` (default:
+ * this adapter's entry of DFT_ROUTE; the matmul route when an axis does not fit the FFT kernels).
+ */
+export function dftn(x: Tensor, d: number, norm: FftNorm = "backward", route?: DftRoute): Tensor {
   if (d < 1 || d > x.ndim) throw new Error(`dftn: cannot transform ${d} axes of a ${x.ndim}-d tensor`);
+  const chosen = route ?? DFT_ROUTE.for(gpu().adapterKind);
+  const fits = x.shape.slice(x.ndim - d).every(fftFits);
+  if (chosen === "fft" && fits) return noGrad(() => fftn(x, d, norm));
+  if (route === "fft") {
+    throw new Error(`dftn: the FFT kernels cannot hold an axis of ${x.shape.slice(x.ndim - d)}`);
+  }
   const lead = x.shape.slice(0, x.ndim - d), sp = x.shape.slice(x.ndim - d);
   const M = numel(lead);
   const scaleOf = (n: number) => (norm === "ortho" ? 1 / Math.sqrt(n) : 1);
@@ -86,19 +125,19 @@ export function dftn(x: Tensor, d: number, norm: FftNorm = "backward"): Tensor {
 }
 
 /** |F|² of the DFT over the last d axes: (…, N1..Nd) → (…, N1..Nd). */
-export function powerSpectrum(x: Tensor, d: number, norm: FftNorm = "ortho"): Tensor {
+export function powerSpectrum(x: Tensor, d: number, norm: FftNorm = "ortho", route?: DftRoute): Tensor {
   return noGrad(() =>
     scope(() => {
       const lead = x.shape.slice(0, x.ndim - d), sp = x.shape.slice(x.ndim - d);
-      const z = dftn(x, d, norm).view([numel(lead), 2, numel(sp)]);
+      const z = dftn(x, d, norm, route).view([numel(lead), 2, numel(sp)]);
       return sum(square(z), 1).view([...lead, ...sp]);
     })
   );
 }
 
 /** |F| of the DFT over the last d axes. */
-export function magnitudeSpectrum(x: Tensor, d: number, norm: FftNorm = "ortho"): Tensor {
-  return noGrad(() => scope(() => sqrt(powerSpectrum(x, d, norm))));
+export function magnitudeSpectrum(x: Tensor, d: number, norm: FftNorm = "ortho", route?: DftRoute): Tensor {
+  return noGrad(() => scope(() => sqrt(powerSpectrum(x, d, norm, route))));
 }
 
 /** Float64 references (naive separable DFT, natural order, e^{−2πi kn/N}). */

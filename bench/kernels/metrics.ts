@@ -1,12 +1,13 @@
 /**
- * Evaluation metrics: the DFT-as-matmul (eval/fft.ts) at the paper's grids 64², 128×512 and 64³, and the GPU
- * part of the metric suites per state (one state = C = 5 fields at one lead time, K = 1) at 64×64×5 and
- * 512×512×5; states per second = 1000 / ms. Only encoded GPU work is timed (the host-side radial binning and the
- * readback of `evaluate` are not: they are one pass over the spectra).
+ * Evaluation metrics: the DFT as matmuls (eval/fft.ts, `metrics_dft`) and as WGSL FFT kernels
+ * (engine/ops/fft.ts, `metrics_fft`) at the paper's grids 64², 128×512 and 64³ (eval/fft.ts's per-adapter
+ * route follows them), and the GPU part of the metric suites per state (one state = C = 5 fields at one lead
+ * time, K = 1) at 64×64×5 and 512×512×5; states per second = 1000 / ms. Only encoded GPU work is timed (the
+ * host-side radial binning and the readback of `evaluate` are not: they are one pass over the spectra).
  *
  * FLOPs count the DFT matmuls only (2·rows·k·n per axis: real first axis k = N, complex k = 2N).
  */
-import { abs, concat, matmul, max, mean, square, sub, variance } from "../../engine/index.ts";
+import { abs, concat, fftn, matmul, max, mean, square, sub, variance } from "../../engine/index.ts";
 import { dftn, powerSpectrum } from "../../eval/fft.ts";
 import type { Bench } from "../types.ts";
 import { caseOf, input } from "../inputs.ts";
@@ -16,16 +17,27 @@ function dftFlops(batch: number, sp: number[]): number {
   return sp.reduce((f, n, i) => f + 2 * batch * (S / n) * (i === sp.length - 1 ? n : 2 * n) * 2 * n, 0);
 }
 
-function dft(batch: number, sp: number[]): Bench {
+/**
+ * The DFT of `batch` real states by one route: "matmul" (eval/fft.ts's matmul route), "fft" (the FFT kernels
+ * as this adapter's table picks them per axis) or "fft_wg" (the workgroup-memory kernel on every axis). FLOPs
+ * are the matmul route's for all three, so the GFLOP/s column compares times.
+ */
+function dft(route: "matmul" | "fft" | "fft_wg", batch: number, sp: number[]): Bench {
   const S = sp.reduce((a, b) => a * b, 1);
   return {
-    kernel: "metrics_dft",
+    kernel: route === "matmul" ? "metrics_dft" : `metrics_${route}`,
     shape: `${batch}x${sp.join("x")}`,
     flops: dftFlops(batch, sp),
     bytes: 4 * batch * S * 3,
     setup: () => {
       const x = input([batch, ...sp], 3);
-      return caseOf([x], () => dftn(x, sp.length, "ortho"));
+      const d = sp.length;
+      const run = route === "matmul"
+        ? () => dftn(x, d, "ortho", "matmul")
+        : route === "fft"
+        ? () => fftn(x, d, "ortho")
+        : () => fftn(x, d, "ortho", 0);
+      return caseOf([x], run);
     },
   };
 }
@@ -53,9 +65,9 @@ function metricsState(C: number, sp: number[]): Bench {
 }
 
 export const benches: Bench[] = [
-  dft(5, [64, 64]),
-  dft(5, [128, 512]),
-  dft(5, [64, 64, 64]),
+  ...[[64, 64], [128, 512], [64, 64, 64]].flatMap((
+    sp,
+  ) => [dft("matmul", 5, sp), dft("fft", 5, sp), dft("fft_wg", 5, sp)]),
   metricsState(5, [64, 64]),
   metricsState(5, [512, 512]),
 ];
