@@ -46,6 +46,8 @@ const WANTED_LIMITS = [
   "maxComputeWorkgroupsPerDimension",
   "maxBindGroups",
   "maxUniformBufferBindingSize",
+  "maxTextureDimension2D",
+  "maxTextureArrayLayers",
 ] as const;
 
 /** Initialise (once) and return the GPU. Throws GpuError with an actionable one-line message. */

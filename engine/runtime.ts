@@ -136,7 +136,7 @@ export function pipelineFor(k: Kernel): GPUComputePipeline {
   return p;
 }
 
-export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
+export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number } | GPUTextureView;
 
 /** Encode one compute dispatch; bindings are @binding(0..n-1) of group 0, in order. */
 export function dispatch(k: Kernel, bindings: Binding[], workgroups: [number, number?, number?]): void {
@@ -144,7 +144,10 @@ export function dispatch(k: Kernel, bindings: Binding[], workgroups: [number, nu
   const p = pipelineFor(k);
   const bg = device.createBindGroup({
     layout: p.getBindGroupLayout(0),
-    entries: bindings.map((b, i) => ({ binding: i, resource: "buffer" in b ? b : { buffer: b } })),
+    entries: bindings.map((b, i) => ({
+      binding: i,
+      resource: b instanceof GPUTextureView || "buffer" in b ? b : { buffer: b },
+    })),
   });
   if (profilingEnabled()) {
     endPass();
@@ -174,6 +177,17 @@ export function copyBuffer(
 ) {
   endPass();
   getEncoder().copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
+  dispatchesSinceSubmit++;
+}
+
+/** Encode a buffer-to-texture copy (ends the open compute pass); ordered with the dispatches around it. */
+export function copyBufferToTexture(
+  src: GPUTexelCopyBufferInfo,
+  dst: GPUTexelCopyTextureInfo,
+  size: [number, number, number],
+) {
+  endPass();
+  getEncoder().copyBufferToTexture(src, dst, size);
   dispatchesSinceSubmit++;
 }
 

@@ -4,6 +4,7 @@
  * (MATMUL_TILES); backward: two more matmuls with the transposes folded into the kernel's indexing (never
  * materialised); JVP (bilinear): op(ȧ)·op(b) + op(a)·op(ḃ), for linear ẋWᵀ + xẆᵀ + ḃ; float64 reference below.
  */
+import { dispatchMatmulTex } from "./matmul_tex.ts";
 import {
   DEFAULT_TILE,
   type MatmulConfig,
@@ -141,7 +142,11 @@ export function matmulRaw(a: Tensor, b: Tensor, transA: boolean, transB: boolean
     strideB: nB === 1 ? 0 : ka * n,
     bias: !!bias,
   };
-  dispatchMatmul({ ...problem, tile: matmulTile(problem) }, [a, b, out], bias);
+  // Software adapters read operands from textures where they can (matmul_tex.ts); a forced tile means a test
+  // or sweep wants the storage-buffer kernels.
+  if (forced || !dispatchMatmulTex(problem, a, b, out, bias)) {
+    dispatchMatmul({ ...problem, tile: matmulTile(problem) }, [a, b, out], bias);
+  }
   return out;
 }
 
