@@ -10,7 +10,8 @@
  * The JVP (conv is bilinear in x and weight) is conv(ẋ, W) + conv(x, Ẇ) + ḃ: two forward passes, ḃ riding as the
  * second one's bias.
  * Tile shapes come from a per-adapter table (filled from bench/kernels/conv.ts sweeps); the float64 reference
- * sits at the bottom.
+ * sits at the bottom. On software adapters the forward-form passes (forward and input gradient) read x and the
+ * re-laid weights from textures instead (kernels/conv_tex.wgsl.ts, `convTexConfig`), where the shape allows.
  */
 import {
   type ConvConfig,
@@ -27,10 +28,18 @@ import {
   wgradRowTiles,
   type WgradTile,
 } from "../../kernels/conv.wgsl.ts";
+import {
+  CONV_TEX_WG,
+  type ConvTexConfig,
+  convTexInvocations,
+  convTexKernel,
+  convTexOp,
+} from "../../kernels/conv_tex.wgsl.ts";
+import { texRows, upload } from "./matmul_tex.ts";
 import { type AdapterKind, type AdapterTable, adapterTable } from "../adapter.ts";
 import { needsGrad, record } from "../autograd.ts";
 import { gpu } from "../device.ts";
-import { dispatch, grid1d } from "../runtime.ts";
+import { type Binding, dispatch, grid1d } from "../runtime.ts";
 import { numel, type Shape, shapeStr, Tensor } from "../tensor.ts";
 import { add, map } from "./elementwise.ts";
 import { sum } from "./reduce.ts";
@@ -128,6 +137,39 @@ const GPU_TILES: ConvTiles = {
   wgradInvocations: 1 << 17,
 };
 
+/**
+ * Outputs per invocation of the texture pass (kernels/conv_tex.wgsl.ts) per adapter: `ro` output channels ×
+ * `rx` positions along the last axis, for passes of at least `minWork` multiply-adds (smaller ones compile
+ * faster as direct kernels and take no time either way); none on GPUs. lavapipe (2026-12-04): the `default`
+ * autoencoder's Adam step 4.67 s → 2.61 s at 16 × 8 (8 × 8: 2.99, 8 × 16: 2.85, 16 × 16: 2.84, 32 × 8: 2.96,
+ * 16 × 4: 3.26); its 64² 16-channel forward conv 52 → 16 ms; the encoder's forward at batch 8 602 → 240 ms.
+ */
+export const CONV_TEX_TILES = adapterTable<{ ro: number; rx: number; minWork: number } | null>({
+  lavapipe: { ro: 16, rx: 8, minWork: 2 ** 20 },
+  default: null,
+});
+
+let texOverride: boolean | null = null;
+
+/** Force the texture pass on (where its layout allows) or off (tests, benchmarks); `null` restores the table. */
+export function setConvTexture(on: boolean | null): void {
+  texOverride = on;
+}
+
+/** The texture pass's config for a forward-form pass, or null when it does not apply (then the tiles below). */
+export function convTexConfig(geom: ConvGeom, bias: boolean): ConvTexConfig | null {
+  const tile = CONV_TEX_TILES.for(gpu().adapterKind) ?? (texOverride ? CONV_TEX_TILES.for("lavapipe") : null);
+  if (!tile || texOverride === false || tilesOverride) return null;
+  const X = geom.spatial[geom.spatial.length - 1], halo = Math.ceil((geom.k - 1) / 8);
+  if (X % 4 !== 0 || X / 4 < halo) return null;
+  const work = geom.batch * numel(geom.spatial) * geom.cin * geom.cout * geom.k ** geom.spatial.length;
+  if (work < tile.minWork && !texOverride) return null;
+  const c: ConvTexConfig = { ...geom, cr: geom.cin, co: geom.cout, bias, ro: tile.ro, rx: tile.rx };
+  const inTexels = (geom.batch * geom.cin * numel(geom.spatial)) / 4;
+  const wTexels = (geom.cin * geom.k ** geom.spatial.length * convTexOp(c)) / 4;
+  return texRows(inTexels) !== null && texRows(wTexels) !== null ? c : null;
+}
+
 /** Per-adapter tiles (engine/adapter.ts): direct loads on software adapters, staged tiles elsewhere. */
 export const CONV_TILES: AdapterTable<ConvTiles> = adapterTable({ cpu: CPU_TILES, default: GPU_TILES });
 
@@ -182,6 +224,17 @@ function gemmPass(
   geom: ConvGeom,
   pass: "forward" | "input_grad",
 ) {
+  const tex = convTexConfig(geom, !!bias);
+  if (tex) {
+    const a = layoutWeights(weight, pass, geom.cin, convTexOp(tex));
+    const out = Tensor.empty([geom.batch, geom.cout, ...geom.spatial]);
+    const rx = texRows(inp.size / 4), rw = texRows(a.size / 4);
+    const bindings: Binding[] = [upload(inp, "conv_x", rx!), upload(a, "conv_w", rw!), out.buffer];
+    if (bias) bindings.push(bias.buffer);
+    dispatch(convTexKernel(tex), bindings, grid1d(convTexInvocations(tex), CONV_TEX_WG));
+    a.dispose();
+    return out;
+  }
   const cfg = fitWorkgroupMemory({ ...geom, tile: convTiles().forward(geom), bias: !!bias });
   const { rp, op } = weightLayoutDims(cfg);
   const a = layoutWeights(weight, pass, rp, op);

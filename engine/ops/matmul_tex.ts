@@ -92,15 +92,19 @@ function texture(slot: string, rows: number): GPUTexture {
 }
 
 /** Rows of TEX_WIDTH texels holding `texels`, or null over the adapter's 2-D limit. */
-function texRows(texels: number): number | null {
+export function texRows(texels: number): number | null {
   const rows = Math.ceil(texels / TEX_WIDTH);
   return TEX_WIDTH <= gpu().limits.maxTextureDimension2D && rows <= gpu().limits.maxTextureDimension2D
     ? rows
     : null;
 }
 
-/** Copy all of `t` (size % 4 = 0) into its slot's texture: whole rows in one copy, the remainder in a second. */
-function upload(t: Tensor, slot: string, rows: number): GPUTextureView {
+/**
+ * Copy all of `t` (size % 4 = 0) into the cached texture of `slot` with `rows` rows (`texRows` of the texels
+ * the reader needs): whole rows in one copy, the remainder in a second. Shared with the convolution's texture
+ * pass, under its own slot names.
+ */
+export function upload(t: Tensor, slot: string, rows: number): GPUTextureView {
   const tex = texture(slot, rows);
   const texels = t.size / 4, full = Math.floor(texels / TEX_WIDTH), rest = texels - full * TEX_WIDTH;
   if (full > 0) {

@@ -1,0 +1,160 @@
+/**
+ * Stride-1 "same" convolution (zeros or circular padding, odd k, 2-D or 3-D) reading its input and weights
+ * from rgba32float textures: the software adapters' forward and input-gradient pass (engine/ops/conv.ts asks
+ * `convTexConfig`). kernels/matmul_tex.wgsl.ts says why textures: on lavapipe a storage load at a
+ * per-invocation address is a per-lane loop with a store-forwarding stall, a texel fetch an unrolled gather.
+ *
+ * Layout and invariants:
+ * - The input x (B, C_r, ...S) is flattened into a texture of TEX_WIDTH texels per row, 4 floats per texel
+ *   along the last spatial axis, whose length X must be a multiple of 4 (so a row of the image starts on a
+ *   texel) and at least 4·halo texels long.
+ * - Weights are (C_r, taps, O_p) with O_p a multiple of `ro` (kernels/conv.wgsl.ts's layout kernel: zeros in
+ *   the padding; taps reversed and channels swapped for the input gradient), 4 output channels per texel.
+ * - Each invocation computes `rx` consecutive outputs along x (a multiple of 4) for `ro` output channels at
+ *   one (b, outer position). Per reduction channel and per row offset it loads rx/4 texels plus `halo` on each
+ *   side (halo = ⌈(k−1)/2 / 4⌉), wrapped (circular) or zeroed (zeros padding) at texel granularity, which is
+ *   exact because X is a multiple of 4; every tap then reads a constant index of those values.
+ * - Outputs past O or X are not stored; their weight texels are padding zeros or the next rows' values.
+ */
+import { type Kernel, linearIndex, MAIN_BUILTINS, stridesOf } from "./common.ts";
+import { TEX_WIDTH } from "./matmul_tex.wgsl.ts";
+
+export interface ConvTexConfig {
+  batch: number;
+  /** Reduction channels (C_in forward, C_out for the input gradient) and output channels. */
+  cr: number;
+  co: number;
+  /** Spatial sizes, the last one contiguous (a multiple of 4). */
+  spatial: readonly number[];
+  k: number;
+  circular: boolean;
+  bias: boolean;
+  ro: number;
+  rx: number;
+}
+
+export const CONV_TEX_WG = 64;
+
+/** Output channels in the weight layout (a multiple of ro). */
+export function convTexOp(c: ConvTexConfig): number {
+  return Math.ceil(c.co / c.ro) * c.ro;
+}
+
+export function convTexInvocations(c: ConvTexConfig): number {
+  const X = c.spatial[c.spatial.length - 1], outer = c.spatial.slice(0, -1).reduce((a, b) => a * b, 1);
+  return c.batch * outer * Math.ceil(c.co / c.ro) * Math.ceil(X / c.rx);
+}
+
+export function convTexKernel(c: ConvTexConfig): Kernel {
+  const { k, rx, ro, cr } = c;
+  const n = c.spatial.length, X = c.spatial[n - 1], X4 = X / 4;
+  const outerDims = c.spatial.slice(0, -1), outer = outerDims.reduce((a, b) => a * b, 1);
+  const h = (k - 1) / 2, halo = Math.ceil(h / 4), seg = rx / 4 + 2 * halo;
+  const taps = k ** n, op = convTexOp(c), ro4 = ro / 4;
+  const xTiles = Math.ceil(X / rx), oTiles = op / ro;
+  const total = convTexInvocations(c);
+  const shift = Math.log2(TEX_WIDTH);
+  const fetch = (tex: string, texel: string) =>
+    `textureLoad(${tex}, vec2u((${texel}) & ${TEX_WIDTH - 1}u, (${texel}) >> ${shift}u), 0)`;
+  const os = stridesOf(outerDims);
+  const lines: string[] = [];
+  // Texel columns of the row segment: the same for every channel and row offset.
+  for (let q = 0; q < seg; q++) {
+    const e = `i32(xq) + ${q - halo}`;
+    if (c.circular) lines.push(`let col${q} = u32((${e} + ${X4}) % ${X4});`);
+    else {lines.push(
+        `let colv${q} = ${e} >= 0 && ${e} < ${X4}; let col${q} = u32(clamp(${e}, 0, ${X4 - 1}));`,
+      );}
+  }
+  // Row offsets over the outer axes (k^(n−1) of them), each a source row index and a validity flag.
+  const rowOffsets: number[][] = [];
+  const walk = (prefix: number[]) => {
+    if (prefix.length === n - 1) return void rowOffsets.push(prefix);
+    for (let d = 0; d < k; d++) walk([...prefix, d]);
+  };
+  walk([]);
+  for (const [ri, offs] of rowOffsets.entries()) {
+    const parts: string[] = [], valid: string[] = [];
+    offs.forEach((d, a) => {
+      const size = outerDims[a], e = `i32(p${a}) + ${d - h}`;
+      if (c.circular) parts.push(`u32((${e} + ${size}) % ${size}) * ${os[a]}u`);
+      else {
+        valid.push(`${e} >= 0 && ${e} < ${size}`);
+        parts.push(`u32(clamp(${e}, 0, ${size - 1})) * ${os[a]}u`);
+      }
+    });
+    lines.push(`let row${ri} = ${parts.length ? parts.join(" + ") : "0u"};`);
+    lines.push(`let rowv${ri} = ${valid.length ? valid.join(" && ") : "true"};`);
+  }
+  const body: string[] = [];
+  for (const [ri, offs] of rowOffsets.entries()) {
+    body.push(`let rb${ri} = (cb + row${ri}) * ${X4}u;`);
+    for (let q = 0; q < seg; q++) {
+      const v = c.circular ? "rowv" + ri : `rowv${ri} && colv${q}`;
+      body.push(`let s${ri}_${q} = select(vec4f(0.0), ${fetch("tx", `rb${ri} + col${q}`)}, ${v});`);
+    }
+    for (let dx = 0; dx < k; dx++) {
+      const t = offs.reduce((acc, d) => acc * k + d, 0) * k + dx;
+      for (let j = 0; j < ro4; j++) {
+        body.push(
+          `let w${ri}_${dx}_${j} = ${fetch("tw", `(c * ${taps}u + ${t}u) * ${op / 4}u + oq + ${j}u`)};`,
+        );
+      }
+      for (let px = 0; px < rx; px++) {
+        const at = px + dx - h + 4 * halo; // index into the segment's floats
+        const v = `s${ri}_${Math.floor(at / 4)}[${at % 4}]`;
+        for (let j = 0; j < ro4; j++) {
+          body.push(`a${px}_${j} = fma(vec4f(${v}), w${ri}_${dx}_${j}, a${px}_${j});`);
+        }
+      }
+    }
+  }
+  const accs: string[] = [], full: string[] = [], edge: string[] = [];
+  for (let px = 0; px < rx; px++) {
+    for (let j = 0; j < ro4; j++) {
+      accs.push(`var a${px}_${j} = vec4f(0.0);`);
+      for (let q = 0; q < 4; q++) {
+        const o = 4 * j + q;
+        const v = c.bias ? `a${px}_${j}[${q}] + bias[o0 + ${o}u]` : `a${px}_${j}[${q}]`;
+        const at = `out[ob + (o0 + ${o}u) * ${outer * X}u + x0 + ${px}u]`;
+        full.push(`${at} = ${v};`);
+        edge.push(`if (o0 + ${o}u < ${c.co}u && x0 + ${px}u < ${X}u) { ${at} = ${v}; }`);
+      }
+    }
+  }
+  const code = `@group(0) @binding(0) var tx: texture_2d<f32>;
+@group(0) @binding(1) var tw: texture_2d<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+${c.bias ? "@group(0) @binding(3) var<storage, read> bias: array<f32>;" : ""}
+
+@compute @workgroup_size(${CONV_TEX_WG})
+fn main(${MAIN_BUILTINS}) {
+  ${linearIndex(CONV_TEX_WG)}
+  if (i >= ${total}u) { return; }
+  let xt = i % ${xTiles}u;
+  let ot = (i / ${xTiles}u) % ${oTiles}u;
+  let pos = (i / ${xTiles * oTiles}u) % ${outer}u;
+  let b = i / ${xTiles * oTiles * outer}u;
+  ${outerDims.map((d, a) => `let p${a} = (pos / ${os[a]}u) % ${d}u;`).join("\n  ")}
+  let x0 = xt * ${rx}u;
+  let xq = x0 / 4u;
+  let o0 = ot * ${ro}u;
+  let oq = o0 / 4u;
+  let ob = b * ${c.co * outer * X}u + pos * ${X}u;
+  ${lines.join("\n  ")}
+  ${accs.join("\n  ")}
+  for (var c = 0u; c < ${cr}u; c++) {
+    let cb = (b * ${cr}u + c) * ${outer}u;
+    ${body.join("\n    ")}
+  }
+  if (o0 + ${ro}u <= ${c.co}u && x0 + ${rx}u <= ${X}u) {
+    ${full.join("\n    ")}
+  } else {
+    ${edge.join("\n    ")}
+  }
+}`;
+  const name = `conv_tex_${c.batch}x${cr}x${c.co}x${c.spatial.join("x")}_k${k}${
+    c.circular ? "c" : "z"
+  }_r${ro}x${rx}${c.bias ? "_b" : ""}`;
+  return { name, code };
+}
