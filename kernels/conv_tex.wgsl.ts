@@ -158,3 +158,129 @@ fn main(${MAIN_BUILTINS}) {
   }_r${ro}x${rx}${c.bias ? "_b" : ""}`;
   return { name, code };
 }
+
+export interface ConvTexWgradConfig {
+  batch: number;
+  /** Channels of x (C_in) and of g (C_out). */
+  cin: number;
+  cout: number;
+  spatial: readonly number[];
+  k: number;
+  circular: boolean;
+  /** Output channels × input channels per invocation; rows of (b, outer position) are split `splits` ways. */
+  ro: number;
+  rc: number;
+  splits: number;
+}
+
+/** Invocations of the weight-gradient pass (channel blocks × splits). */
+export function convTexWgradInvocations(c: ConvTexWgradConfig): number {
+  return Math.ceil(c.cout / c.ro) * Math.ceil(c.cin / c.rc) * c.splits;
+}
+
+/**
+ * The weight gradient partials[s, o, c, t] = Σ over split s's rows (b, outer position) and all x of
+ * g[b, o, p] · x[b, c, p + offset(t)], read from the textures of x and g (both flattened as in the forward
+ * pass, 4 positions along the last axis per texel). The caller sums the splits. Each invocation holds ro·rc·taps
+ * scalar accumulators and adds, per texel column, one 4-position dot product per (o, c, tap).
+ */
+export function convTexWgradKernel(c: ConvTexWgradConfig): Kernel {
+  const { k, ro, rc } = c;
+  const n = c.spatial.length, X = c.spatial[n - 1], X4 = X / 4;
+  const outerDims = c.spatial.slice(0, -1), outer = outerDims.reduce((a, b) => a * b, 1);
+  const h = (k - 1) / 2, halo = Math.ceil(h / 4), seg = 1 + 2 * halo;
+  const taps = k ** n, rows = c.batch * outer, per = Math.ceil(rows / c.splits);
+  const oBlocks = Math.ceil(c.cout / ro), cBlocks = Math.ceil(c.cin / rc);
+  const total = convTexWgradInvocations(c);
+  const shift = Math.log2(TEX_WIDTH);
+  const fetch = (tex: string, texel: string) =>
+    `textureLoad(${tex}, vec2u((${texel}) & ${TEX_WIDTH - 1}u, (${texel}) >> ${shift}u), 0)`;
+  const os = stridesOf(outerDims);
+  const rowOffsets: number[][] = [];
+  const walk = (prefix: number[]) => {
+    if (prefix.length === n - 1) return void rowOffsets.push(prefix);
+    for (let d = 0; d < k; d++) walk([...prefix, d]);
+  };
+  walk([]);
+  const body: string[] = [];
+  for (let q = 0; q < seg; q++) {
+    const e = `i32(xq) + ${q - halo}`;
+    if (c.circular) body.push(`let col${q} = u32((${e} + ${X4}) % ${X4});`);
+    else body.push(`let colv${q} = ${e} >= 0 && ${e} < ${X4}; let col${q} = u32(clamp(${e}, 0, ${X4 - 1}));`);
+  }
+  for (let o = 0; o < ro; o++) {
+    body.push(
+      `let g${o} = ${
+        fetch("tg", `((b * ${c.cout}u + min(o0 + ${o}u, ${c.cout - 1}u)) * ${outer}u + pos) * ${X4}u + xq`)
+      };`,
+    );
+  }
+  for (const [ri, offs] of rowOffsets.entries()) {
+    const parts: string[] = [], valid: string[] = [];
+    offs.forEach((d, a) => {
+      const size = outerDims[a], e = `i32(p${a}) + ${d - h}`;
+      if (c.circular) parts.push(`u32((${e} + ${size}) % ${size}) * ${os[a]}u`);
+      else {
+        valid.push(`${e} >= 0 && ${e} < ${size}`);
+        parts.push(`u32(clamp(${e}, 0, ${size - 1})) * ${os[a]}u`);
+      }
+    });
+    body.push(`let row${ri} = ${parts.length ? parts.join(" + ") : "0u"};`);
+    body.push(`let rowv${ri} = ${valid.length ? valid.join(" && ") : "true"};`);
+    for (let ci = 0; ci < rc; ci++) {
+      const ch = `min(c0 + ${ci}u, ${c.cin - 1}u)`;
+      for (let q = 0; q < seg; q++) {
+        const v = c.circular ? `rowv${ri}` : `rowv${ri} && colv${q}`;
+        const texel = `((b * ${c.cin}u + ${ch}) * ${outer}u + row${ri}) * ${X4}u + col${q}`;
+        body.push(`let s${ri}_${ci}_${q} = select(vec4f(0.0), ${fetch("tx", texel)}, ${v});`);
+      }
+      for (let dx = 0; dx < k; dx++) {
+        const t = offs.reduce((acc, d) => acc * k + d, 0) * k + dx;
+        const at = (j: number) => {
+          const f = j + dx - h + 4 * halo;
+          return `s${ri}_${ci}_${Math.floor(f / 4)}[${f % 4}]`;
+        };
+        body.push(`let xs${ri}_${ci}_${dx} = vec4f(${[0, 1, 2, 3].map(at).join(", ")});`);
+        for (let o = 0; o < ro; o++) body.push(`a${o}_${ci}_${t} += dot(g${o}, xs${ri}_${ci}_${dx});`);
+      }
+    }
+  }
+  const accs: string[] = [], stores: string[] = [];
+  for (let o = 0; o < ro; o++) {
+    for (let ci = 0; ci < rc; ci++) {
+      for (let t = 0; t < taps; t++) {
+        accs.push(`var a${o}_${ci}_${t} = 0.0;`);
+        const at = `part[((s * ${c.cout}u + o0 + ${o}u) * ${c.cin}u + c0 + ${ci}u) * ${taps}u + ${t}u]`;
+        stores.push(`if (o0 + ${o}u < ${c.cout}u && c0 + ${ci}u < ${c.cin}u) { ${at} = a${o}_${ci}_${t}; }`);
+      }
+    }
+  }
+  const code = `@group(0) @binding(0) var tx: texture_2d<f32>;
+@group(0) @binding(1) var tg: texture_2d<f32>;
+@group(0) @binding(2) var<storage, read_write> part: array<f32>;
+
+@compute @workgroup_size(${CONV_TEX_WG})
+fn main(${MAIN_BUILTINS}) {
+  ${linearIndex(CONV_TEX_WG)}
+  if (i >= ${total}u) { return; }
+  let cbk = i % ${cBlocks}u;
+  let obk = (i / ${cBlocks}u) % ${oBlocks}u;
+  let s = i / ${cBlocks * oBlocks}u;
+  let o0 = obk * ${ro}u;
+  let c0 = cbk * ${rc}u;
+  ${accs.join("\n  ")}
+  for (var r = s * ${per}u; r < min((s + 1u) * ${per}u, ${rows}u); r++) {
+    let b = r / ${outer}u;
+    let pos = r % ${outer}u;
+    ${outerDims.map((d, a) => `let p${a} = (pos / ${os[a]}u) % ${d}u;`).join("\n    ")}
+    for (var xq = 0u; xq < ${X4}u; xq++) {
+      ${body.join("\n      ")}
+    }
+  }
+  ${stores.join("\n  ")}
+}`;
+  const name = `conv_tex_wgrad_${c.batch}x${c.cin}x${c.cout}x${c.spatial.join("x")}_k${k}${
+    c.circular ? "c" : "z"
+  }_r${ro}x${rc}_s${c.splits}`;
+  return { name, code };
+}

@@ -34,6 +34,9 @@ import {
   convTexInvocations,
   convTexKernel,
   convTexOp,
+  type ConvTexWgradConfig,
+  convTexWgradInvocations,
+  convTexWgradKernel,
 } from "../../kernels/conv_tex.wgsl.ts";
 import { texRows, upload } from "./matmul_tex.ts";
 import { type AdapterKind, type AdapterTable, adapterTable } from "../adapter.ts";
@@ -138,14 +141,20 @@ const GPU_TILES: ConvTiles = {
 };
 
 /**
- * Outputs per invocation of the texture pass (kernels/conv_tex.wgsl.ts) per adapter: `ro` output channels ×
- * `rx` positions along the last axis, for passes of at least `minWork` multiply-adds (smaller ones compile
- * faster as direct kernels and take no time either way); none on GPUs. lavapipe (2026-12-04): the `default`
- * autoencoder's Adam step 4.67 s → 2.61 s at 16 × 8 (8 × 8: 2.99, 8 × 16: 2.85, 16 × 16: 2.84, 32 × 8: 2.96,
- * 16 × 4: 3.26); its 64² 16-channel forward conv 52 → 16 ms; the encoder's forward at batch 8 602 → 240 ms.
+ * Tiles of the texture passes (kernels/conv_tex.wgsl.ts) per adapter, for passes of at least `minWork`
+ * multiply-adds (smaller ones compile faster as direct kernels and take no time either way); none on GPUs.
+ * Forward form: `ro` output channels × `rx` positions along the last axis per invocation. Weight gradient:
+ * `ro` × `rc` channel pairs per invocation, rows split until about `invocations` run. lavapipe (2026-12-04,
+ * `default` autoencoder Adam step, batch 8): 4.67 s with the direct kernels; forward form at 16 × 8 2.61 s
+ * (8 × 8: 2.99, 8 × 16: 2.85, 16 × 16: 2.84, 32 × 8: 2.96, 16 × 4: 3.26); with the weight gradient at 8 × 4
+ * over ~256 invocations 1.31 s (4 × 4 / 512: 1.64, 8 × 4 / 512: 1.49, 8 × 8 / 512: 1.32, 8 × 4 / 1024: 1.49,
+ * 16 × 8 / 256: 1.48). The 64² 16-channel forward conv 52 → 16 ms; the encoder's forward at batch 8
+ * 602 → 240 ms.
  */
-export const CONV_TEX_TILES = adapterTable<{ ro: number; rx: number; minWork: number } | null>({
-  lavapipe: { ro: 16, rx: 8, minWork: 2 ** 20 },
+export const CONV_TEX_TILES = adapterTable<
+  { ro: number; rx: number; minWork: number; wgrad: { ro: number; rc: number; invocations: number } } | null
+>({
+  lavapipe: { ro: 16, rx: 8, minWork: 2 ** 20, wgrad: { ro: 8, rc: 4, invocations: 256 } },
   default: null,
 });
 
@@ -156,14 +165,34 @@ export function setConvTexture(on: boolean | null): void {
   texOverride = on;
 }
 
-/** The texture pass's config for a forward-form pass, or null when it does not apply (then the tiles below). */
-export function convTexConfig(geom: ConvGeom, bias: boolean): ConvTexConfig | null {
+/** This adapter's texture tile when a pass of `geom` can take it (else null: the direct kernels below). */
+function texTile(geom: ConvGeom) {
   const tile = CONV_TEX_TILES.for(gpu().adapterKind) ?? (texOverride ? CONV_TEX_TILES.for("lavapipe") : null);
   if (!tile || texOverride === false || tilesOverride) return null;
   const X = geom.spatial[geom.spatial.length - 1], halo = Math.ceil((geom.k - 1) / 8);
   if (X % 4 !== 0 || X / 4 < halo) return null;
   const work = geom.batch * numel(geom.spatial) * geom.cin * geom.cout * geom.k ** geom.spatial.length;
   if (work < tile.minWork && !texOverride) return null;
+  const texels = (geom.batch * Math.max(geom.cin, geom.cout) * numel(geom.spatial)) / 4;
+  return texRows(texels) === null ? null : tile;
+}
+
+/** The weight-gradient texture pass's config for x (B, cin, ...S) and g (B, cout, ...S), or null. */
+export function convTexWgradConfig(geom: ConvGeom): ConvTexWgradConfig | null {
+  const tile = texTile(geom);
+  if (!tile) return null;
+  const { ro, rc, invocations } = tile.wgrad;
+  const rows = geom.batch * numel(geom.spatial.slice(0, -1));
+  const blocks = Math.ceil(geom.cout / ro) * Math.ceil(geom.cin / rc);
+  let splits = Math.max(1, Math.min(rows, Math.ceil(invocations / blocks)));
+  splits = Math.ceil(rows / Math.ceil(rows / splits)); // no empty split
+  return { ...geom, ro, rc, splits };
+}
+
+/** The texture pass's config for a forward-form pass, or null when it does not apply (then the tiles below). */
+export function convTexConfig(geom: ConvGeom, bias: boolean): ConvTexConfig | null {
+  const tile = texTile(geom);
+  if (!tile) return null;
   const c: ConvTexConfig = { ...geom, cr: geom.cin, co: geom.cout, bias, ro: tile.ro, rx: tile.rx };
   const inTexels = (geom.batch * geom.cin * numel(geom.spatial)) / 4;
   const wTexels = (geom.cin * geom.k ** geom.spatial.length * convTexOp(c)) / 4;
@@ -276,6 +305,18 @@ export function convInputGradRaw(g: Tensor, weight: Tensor, circular: boolean): 
 /** dL/dweight (C_out, C_in, k...) from x and g: split-K partials, then one sum over the splits. */
 export function convWeightGradRaw(x: Tensor, g: Tensor, weight: Shape, circular: boolean): Tensor {
   const geom = geometry(x, weight[0], weight[2], circular);
+  const tex = convTexWgradConfig(geom);
+  if (tex) {
+    const texels = x.size / 4, gTexels = g.size / 4;
+    const partial = Tensor.empty([tex.splits, numel(weight)]);
+    const bindings = [
+      upload(x, "conv_x", texRows(texels)!),
+      upload(g, "conv_g", texRows(gTexels)!),
+      partial.buffer,
+    ];
+    dispatch(convTexWgradKernel(tex), bindings, grid1d(convTexWgradInvocations(tex), CONV_TEX_WG));
+    return sumSplits(partial, weight);
+  }
   const tiles = convTiles();
   const tile = tiles.weightGrad(geom);
   const rows = wgradRowTiles({ ...geom, tile });
@@ -288,7 +329,12 @@ export function convWeightGradRaw(x: Tensor, g: Tensor, weight: Shape, circular:
   const cfg: WgradConfig = { ...geom, tile, splits };
   const partial = Tensor.empty([splits, numel(weight)]);
   dispatch(wgradKernel(cfg), [x.buffer, g.buffer, partial.buffer], wgradGrid(cfg));
-  if (splits === 1) {
+  return sumSplits(partial, weight);
+}
+
+/** (splits, |W|) partial sums → W's shape (frees `partial`). */
+function sumSplits(partial: Tensor, weight: Shape): Tensor {
+  if (partial.shape[0] === 1) {
     const dw = partial.view(weight);
     partial.dispose();
     return dw;

@@ -1,12 +1,20 @@
 /**
- * conv2d / conv3d through the texture pass (kernels/conv_tex.wgsl.ts, forced on whatever the adapter) against
+ * conv2d / conv3d through the texture passes (kernels/conv_tex.wgsl.ts, forced on whatever the adapter) against
  * the float64 reference: forward values and the input, weight and bias gradients vs central differences (the
- * input gradient is the texture pass too, with re-laid weights), zeros and circular padding, k = 3 and k = 1,
+ * input gradient is the forward pass with re-laid weights, the weight gradient its own split-row pass; each
+ * case asserts all three take textures), zeros and circular padding, k = 3 and k = 1,
  * 2-D and 3-D, channel counts and widths off the tile. Shapes whose last axis is not a multiple of 4 are
  * declined. Tolerances as tests/engine/conv_test.ts: forward 2e-5 abs + 1e-5 rel, gradients 1e-4 + 1e-4.
  */
 import assert from "node:assert/strict";
-import { conv2d, conv3d, convTexConfig, reference, setConvTexture } from "../../engine/ops/conv.ts";
+import {
+  conv2d,
+  conv3d,
+  convTexConfig,
+  convTexWgradConfig,
+  reference,
+  setConvTexture,
+} from "../../engine/ops/conv.ts";
 import { checkOp, gpuReady, randArray } from "../helpers.ts";
 
 await gpuReady();
@@ -22,6 +30,7 @@ async function checkConv(x: number[], cout: number, k: number, circular: boolean
   }`;
   assert.ok(convTexConfig(geom, true), `${label}: forward takes the texture pass`);
   assert.ok(convTexConfig({ ...geom, cin: cout, cout: x[1] }, false), `${label}: so does the input gradient`);
+  assert.ok(convTexWgradConfig(geom), `${label}: and the weight gradient`);
   const r = await checkOp({
     label,
     inputs: [
