@@ -45,6 +45,48 @@ export function convTexInvocations(c: ConvTexConfig): number {
   return c.batch * outer * Math.ceil(c.co / c.ro) * Math.ceil(X / c.rx);
 }
 
+/** WGSL for the segment's texel columns `col{q}` (and `colv{q}` validity, zeros padding) around texel `xq`. */
+function segmentColumns(seg: number, halo: number, X4: number, circular: boolean): string[] {
+  return Array.from({ length: seg }, (_, q) => {
+    const e = `i32(xq) + ${q - halo}`;
+    return circular
+      ? `let col${q} = u32((${e} + ${X4}) % ${X4});`
+      : `let colv${q} = ${e} >= 0 && ${e} < ${X4}; let col${q} = u32(clamp(${e}, 0, ${X4 - 1}));`;
+  });
+}
+
+/**
+ * The k^(n−1) offsets over the outer axes, each with WGSL defining its source row `row{i}` (wrapped or
+ * clamped) and validity `rowv{i}` relative to the outer position p0, p1, ….
+ */
+function rowOffsets(outerDims: readonly number[], k: number, circular: boolean) {
+  const h = (k - 1) / 2, os = stridesOf(outerDims);
+  const all: number[][] = [];
+  const walk = (prefix: number[]) => {
+    if (prefix.length === outerDims.length) return void all.push(prefix);
+    for (let d = 0; d < k; d++) walk([...prefix, d]);
+  };
+  walk([]);
+  return all.map((offs, ri) => {
+    const parts: string[] = [], valid: string[] = [];
+    offs.forEach((d, a) => {
+      const size = outerDims[a], e = `i32(p${a}) + ${d - h}`;
+      if (circular) parts.push(`u32((${e} + ${size}) % ${size}) * ${os[a]}u`);
+      else {
+        valid.push(`${e} >= 0 && ${e} < ${size}`);
+        parts.push(`u32(clamp(${e}, 0, ${size - 1})) * ${os[a]}u`);
+      }
+    });
+    const wgsl = [
+      `let row${ri} = ${parts.length ? parts.join(" + ") : "0u"};`,
+      `let rowv${ri} = ${valid.length ? valid.join(" && ") : "true"};`,
+    ];
+    // The flat tap index of (offs, dx) in PyTorch's row-major kernel layout.
+    const tap = (dx: number) => offs.reduce((acc, d) => acc * k + d, 0) * k + dx;
+    return { wgsl, tap };
+  });
+}
+
 export function convTexKernel(c: ConvTexConfig): Kernel {
   const { k, rx, ro, cr } = c;
   const n = c.spatial.length, X = c.spatial[n - 1], X4 = X / 4;
@@ -57,44 +99,18 @@ export function convTexKernel(c: ConvTexConfig): Kernel {
   const fetch = (tex: string, texel: string) =>
     `textureLoad(${tex}, vec2u((${texel}) & ${TEX_WIDTH - 1}u, (${texel}) >> ${shift}u), 0)`;
   const os = stridesOf(outerDims);
-  const lines: string[] = [];
-  // Texel columns of the row segment: the same for every channel and row offset.
-  for (let q = 0; q < seg; q++) {
-    const e = `i32(xq) + ${q - halo}`;
-    if (c.circular) lines.push(`let col${q} = u32((${e} + ${X4}) % ${X4});`);
-    else {lines.push(
-        `let colv${q} = ${e} >= 0 && ${e} < ${X4}; let col${q} = u32(clamp(${e}, 0, ${X4 - 1}));`,
-      );}
-  }
-  // Row offsets over the outer axes (k^(n−1) of them), each a source row index and a validity flag.
-  const rowOffsets: number[][] = [];
-  const walk = (prefix: number[]) => {
-    if (prefix.length === n - 1) return void rowOffsets.push(prefix);
-    for (let d = 0; d < k; d++) walk([...prefix, d]);
-  };
-  walk([]);
-  for (const [ri, offs] of rowOffsets.entries()) {
-    const parts: string[] = [], valid: string[] = [];
-    offs.forEach((d, a) => {
-      const size = outerDims[a], e = `i32(p${a}) + ${d - h}`;
-      if (c.circular) parts.push(`u32((${e} + ${size}) % ${size}) * ${os[a]}u`);
-      else {
-        valid.push(`${e} >= 0 && ${e} < ${size}`);
-        parts.push(`u32(clamp(${e}, 0, ${size - 1})) * ${os[a]}u`);
-      }
-    });
-    lines.push(`let row${ri} = ${parts.length ? parts.join(" + ") : "0u"};`);
-    lines.push(`let rowv${ri} = ${valid.length ? valid.join(" && ") : "true"};`);
-  }
+  // Texel columns of the row segment (the same for every channel and row offset), then the row offsets.
+  const rows = rowOffsets(outerDims, k, c.circular);
+  const lines = [...segmentColumns(seg, halo, X4, c.circular), ...rows.flatMap((r) => r.wgsl)];
   const body: string[] = [];
-  for (const [ri, offs] of rowOffsets.entries()) {
+  for (const [ri, { tap }] of rows.entries()) {
     body.push(`let rb${ri} = (cb + row${ri}) * ${X4}u;`);
     for (let q = 0; q < seg; q++) {
       const v = c.circular ? "rowv" + ri : `rowv${ri} && colv${q}`;
       body.push(`let s${ri}_${q} = select(vec4f(0.0), ${fetch("tx", `rb${ri} + col${q}`)}, ${v});`);
     }
     for (let dx = 0; dx < k; dx++) {
-      const t = offs.reduce((acc, d) => acc * k + d, 0) * k + dx;
+      const t = tap(dx);
       for (let j = 0; j < ro4; j++) {
         body.push(
           `let w${ri}_${dx}_${j} = ${fetch("tw", `(c * ${taps}u + ${t}u) * ${op / 4}u + oq + ${j}u`)};`,
@@ -196,18 +212,7 @@ export function convTexWgradKernel(c: ConvTexWgradConfig): Kernel {
   const fetch = (tex: string, texel: string) =>
     `textureLoad(${tex}, vec2u((${texel}) & ${TEX_WIDTH - 1}u, (${texel}) >> ${shift}u), 0)`;
   const os = stridesOf(outerDims);
-  const rowOffsets: number[][] = [];
-  const walk = (prefix: number[]) => {
-    if (prefix.length === n - 1) return void rowOffsets.push(prefix);
-    for (let d = 0; d < k; d++) walk([...prefix, d]);
-  };
-  walk([]);
-  const body: string[] = [];
-  for (let q = 0; q < seg; q++) {
-    const e = `i32(xq) + ${q - halo}`;
-    if (c.circular) body.push(`let col${q} = u32((${e} + ${X4}) % ${X4});`);
-    else body.push(`let colv${q} = ${e} >= 0 && ${e} < ${X4}; let col${q} = u32(clamp(${e}, 0, ${X4 - 1}));`);
-  }
+  const body = segmentColumns(seg, halo, X4, c.circular);
   for (let o = 0; o < ro; o++) {
     body.push(
       `let g${o} = ${
@@ -215,18 +220,8 @@ export function convTexWgradKernel(c: ConvTexWgradConfig): Kernel {
       };`,
     );
   }
-  for (const [ri, offs] of rowOffsets.entries()) {
-    const parts: string[] = [], valid: string[] = [];
-    offs.forEach((d, a) => {
-      const size = outerDims[a], e = `i32(p${a}) + ${d - h}`;
-      if (c.circular) parts.push(`u32((${e} + ${size}) % ${size}) * ${os[a]}u`);
-      else {
-        valid.push(`${e} >= 0 && ${e} < ${size}`);
-        parts.push(`u32(clamp(${e}, 0, ${size - 1})) * ${os[a]}u`);
-      }
-    });
-    body.push(`let row${ri} = ${parts.length ? parts.join(" + ") : "0u"};`);
-    body.push(`let rowv${ri} = ${valid.length ? valid.join(" && ") : "true"};`);
+  for (const [ri, { wgsl, tap }] of rowOffsets(outerDims, k, c.circular).entries()) {
+    body.push(...wgsl);
     for (let ci = 0; ci < rc; ci++) {
       const ch = `min(c0 + ${ci}u, ${c.cin - 1}u)`;
       for (let q = 0; q < seg; q++) {
@@ -235,7 +230,7 @@ export function convTexWgradKernel(c: ConvTexWgradConfig): Kernel {
         body.push(`let s${ri}_${ci}_${q} = select(vec4f(0.0), ${fetch("tx", texel)}, ${v});`);
       }
       for (let dx = 0; dx < k; dx++) {
-        const t = offs.reduce((acc, d) => acc * k + d, 0) * k + dx;
+        const t = tap(dx);
         const at = (j: number) => {
           const f = j + dx - h + 4 * halo;
           return `s${ri}_${ci}_${Math.floor(f / 4)}[${f % 4}]`;

@@ -22,21 +22,16 @@
  *   tiles past M or N read whatever follows (the texture covers `matmulTexTexels`) and are never stored.
  */
 import type { Kernel } from "./common.ts";
+import type { MatmulConfig } from "./matmul.wgsl.ts";
 
-export interface MatmulTexConfig {
-  batch: number;
-  m: number;
-  n: number;
-  k: number;
-  transA: boolean;
-  transB: boolean;
+/** The storage kernels' problem (shape, transposes, bias) with broadcasting as flags and this kernel's tile. */
+export type MatmulTexConfig = Omit<MatmulConfig, "tile" | "strideA" | "strideB"> & {
   /** The operand has one matrix for all batches (broadcast). */
   broadcastA: boolean;
   broadcastB: boolean;
-  bias: boolean;
   rm: number;
   rn: number;
-}
+};
 
 /** Texels per texture row (a power of two, so x and y are a mask and a shift). */
 export const TEX_WIDTH = 4096;

@@ -24,6 +24,7 @@ import {
   matmulTexTexels,
   TEX_WIDTH,
 } from "../../kernels/matmul_tex.wgsl.ts";
+import type { MatmulConfig } from "../../kernels/matmul.wgsl.ts";
 import { adapterTable } from "../adapter.ts";
 import { gpu } from "../device.ts";
 import { type Binding, copyBufferToTexture, dispatch } from "../runtime.ts";
@@ -124,16 +125,8 @@ export function upload(t: Tensor, slot: string, rows: number): GPUTextureView {
   return tex.createView();
 }
 
-export interface MatmulTexProblem {
-  batch: number;
-  m: number;
-  n: number;
-  k: number;
-  transA: boolean;
-  transB: boolean;
-  strideA: number;
-  strideB: number;
-}
+/** What decides the path: matmul.ts's problem without the bias. */
+export type MatmulTexProblem = Omit<MatmulConfig, "tile" | "bias">;
 
 /** The tile this adapter would use for a problem, or null when the texture path does not apply. */
 export function matmulTexTile(p: MatmulTexProblem): TexRule | null {
