@@ -17,32 +17,22 @@
  * - Outputs past O or X are not stored; their weight texels are padding zeros or the next rows' values.
  */
 import { type Kernel, linearIndex, MAIN_BUILTINS, stridesOf } from "./common.ts";
+import type { ConvGeom } from "./conv.wgsl.ts";
 import { TEX_WIDTH } from "./matmul_tex.wgsl.ts";
 
-export interface ConvTexConfig {
-  batch: number;
-  /** Reduction channels (C_in forward, C_out for the input gradient) and output channels. */
-  cr: number;
-  co: number;
-  /** Spatial sizes, the last one contiguous (a multiple of 4). */
-  spatial: readonly number[];
-  k: number;
-  circular: boolean;
-  bias: boolean;
-  ro: number;
-  rx: number;
-}
+/** A forward-form pass's geometry (kernels/conv.wgsl.ts: `cin` reduces, `cout` is produced) and its tile. */
+export type ConvTexConfig = ConvGeom & { bias: boolean; ro: number; rx: number };
 
 export const CONV_TEX_WG = 64;
 
 /** Output channels in the weight layout (a multiple of ro). */
 export function convTexOp(c: ConvTexConfig): number {
-  return Math.ceil(c.co / c.ro) * c.ro;
+  return Math.ceil(c.cout / c.ro) * c.ro;
 }
 
 export function convTexInvocations(c: ConvTexConfig): number {
   const X = c.spatial[c.spatial.length - 1], outer = c.spatial.slice(0, -1).reduce((a, b) => a * b, 1);
-  return c.batch * outer * Math.ceil(c.co / c.ro) * Math.ceil(X / c.rx);
+  return c.batch * outer * Math.ceil(c.cout / c.ro) * Math.ceil(X / c.rx);
 }
 
 /** WGSL for the segment's texel columns `col{q}` (and `colv{q}` validity, zeros padding) around texel `xq`. */
@@ -88,7 +78,7 @@ function rowOffsets(outerDims: readonly number[], k: number, circular: boolean) 
 }
 
 export function convTexKernel(c: ConvTexConfig): Kernel {
-  const { k, rx, ro, cr } = c;
+  const { k, rx, ro, cin: cr } = c;
   const n = c.spatial.length, X = c.spatial[n - 1], X4 = X / 4;
   const outerDims = c.spatial.slice(0, -1), outer = outerDims.reduce((a, b) => a * b, 1);
   const h = (k - 1) / 2, halo = Math.ceil(h / 4), seg = rx / 4 + 2 * halo;
@@ -134,7 +124,7 @@ export function convTexKernel(c: ConvTexConfig): Kernel {
         const v = c.bias ? `a${px}_${j}[${q}] + bias[o0 + ${o}u]` : `a${px}_${j}[${q}]`;
         const at = `out[ob + (o0 + ${o}u) * ${outer * X}u + x0 + ${px}u]`;
         full.push(`${at} = ${v};`);
-        edge.push(`if (o0 + ${o}u < ${c.co}u && x0 + ${px}u < ${X}u) { ${at} = ${v}; }`);
+        edge.push(`if (o0 + ${o}u < ${c.cout}u && x0 + ${px}u < ${X}u) { ${at} = ${v}; }`);
       }
     }
   }
@@ -156,38 +146,30 @@ fn main(${MAIN_BUILTINS}) {
   let xq = x0 / 4u;
   let o0 = ot * ${ro}u;
   let oq = o0 / 4u;
-  let ob = b * ${c.co * outer * X}u + pos * ${X}u;
+  let ob = b * ${c.cout * outer * X}u + pos * ${X}u;
   ${lines.join("\n  ")}
   ${accs.join("\n  ")}
   for (var c = 0u; c < ${cr}u; c++) {
     let cb = (b * ${cr}u + c) * ${outer}u;
     ${body.join("\n    ")}
   }
-  if (o0 + ${ro}u <= ${c.co}u && x0 + ${rx}u <= ${X}u) {
+  if (o0 + ${ro}u <= ${c.cout}u && x0 + ${rx}u <= ${X}u) {
     ${full.join("\n    ")}
   } else {
     ${edge.join("\n    ")}
   }
 }`;
-  const name = `conv_tex_${c.batch}x${cr}x${c.co}x${c.spatial.join("x")}_k${k}${
+  const name = `conv_tex_${c.batch}x${cr}x${c.cout}x${c.spatial.join("x")}_k${k}${
     c.circular ? "c" : "z"
   }_r${ro}x${rx}${c.bias ? "_b" : ""}`;
   return { name, code };
 }
 
-export interface ConvTexWgradConfig {
-  batch: number;
-  /** Channels of x (C_in) and of g (C_out). */
-  cin: number;
-  cout: number;
-  spatial: readonly number[];
-  k: number;
-  circular: boolean;
-  /** Output channels × input channels per invocation; rows of (b, outer position) are split `splits` ways. */
-  ro: number;
-  rc: number;
-  splits: number;
-}
+/**
+ * The weight gradient's geometry (channels of x as `cin`, of g as `cout`) and its tile: output × input channels
+ * per invocation; rows of (b, outer position) are split `splits` ways.
+ */
+export type ConvTexWgradConfig = ConvGeom & { ro: number; rc: number; splits: number };
 
 /** Invocations of the weight-gradient pass (channel blocks × splits). */
 export function convTexWgradInvocations(c: ConvTexWgradConfig): number {

@@ -193,10 +193,10 @@ export function convTexWgradConfig(geom: ConvGeom): ConvTexWgradConfig | null {
 export function convTexConfig(geom: ConvGeom, bias: boolean): ConvTexConfig | null {
   const tile = texTile(geom);
   if (!tile) return null;
-  const c: ConvTexConfig = { ...geom, cr: geom.cin, co: geom.cout, bias, ro: tile.ro, rx: tile.rx };
-  const inTexels = (geom.batch * geom.cin * numel(geom.spatial)) / 4;
+  const c: ConvTexConfig = { ...geom, bias, ro: tile.ro, rx: tile.rx };
+  // texTile checked the input's texture; the re-laid weights need one too.
   const wTexels = (geom.cin * geom.k ** geom.spatial.length * convTexOp(c)) / 4;
-  return texRows(inTexels) !== null && texRows(wTexels) !== null ? c : null;
+  return texRows(wTexels) !== null ? c : null;
 }
 
 /** Per-adapter tiles (engine/adapter.ts): direct loads on software adapters, staged tiles elsewhere. */
