@@ -115,22 +115,26 @@ export function convTexKernel(c: ConvTexConfig): Kernel {
       }
     }
   }
+  // Quad stores along x (X % 4 = 0 here, so a quad is wholly in or out): a storage store is a per-lane loop
+  // on lavapipe too, so one vec4 per lane costs what one f32 did.
+  const vec = rx % 4 === 0;
   const accs: string[] = [], full: string[] = [], edge: string[] = [];
-  for (let px = 0; px < rx; px++) {
-    for (let j = 0; j < ro4; j++) {
-      accs.push(`var a${px}_${j} = vec4f(0.0);`);
-      for (let q = 0; q < 4; q++) {
-        const o = 4 * j + q;
-        const v = c.bias ? `a${px}_${j}[${q}] + bias[o0 + ${o}u]` : `a${px}_${j}[${q}]`;
-        const at = `out[ob + (o0 + ${o}u) * ${outer * X}u + x0 + ${px}u]`;
-        full.push(`${at} = ${v};`);
-        edge.push(`if (o0 + ${o}u < ${c.cout}u && x0 + ${px}u < ${X}u) { ${at} = ${v}; }`);
-      }
+  for (let px = 0; px < rx; px++) for (let j = 0; j < ro4; j++) accs.push(`var a${px}_${j} = vec4f(0.0);`);
+  for (let o = 0; o < ro; o++) {
+    const j = Math.floor(o / 4), q = o % 4, b = c.bias ? ` + bias[o0 + ${o}u]` : "";
+    for (let px = 0; px < rx; px += vec ? 4 : 1) {
+      const v = vec
+        ? `vec4f(${[0, 1, 2, 3].map((d) => `a${px + d}_${j}[${q}]`).join(", ")})${b}`
+        : `a${px}_${j}[${q}]${b}`;
+      const idx = `ob + (o0 + ${o}u) * ${outer * X}u + x0 + ${px}u`;
+      const at = vec ? `out[(${idx}) / 4u]` : `out[${idx}]`;
+      full.push(`${at} = ${v};`);
+      edge.push(`if (o0 + ${o}u < ${c.cout}u && x0 + ${px}u < ${X}u) { ${at} = ${v}; }`);
     }
   }
   const code = `@group(0) @binding(0) var tx: texture_2d<f32>;
 @group(0) @binding(1) var tw: texture_2d<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<${vec ? "vec4f" : "f32"}>;
 ${c.bias ? "@group(0) @binding(3) var<storage, read> bias: array<f32>;" : ""}
 
 @compute @workgroup_size(${CONV_TEX_WG})

@@ -117,10 +117,20 @@ export function matmulTexKernel(c: MatmulTexConfig): Kernel {
       fmas.push(`c${i}_${j4} = ${e};`);
     }
   }
+  // Quad stores when N % 4 = 0 (every quad of a row then starts on a 16-byte boundary): a storage store is a
+  // per-lane loop here too, so one vec4 per lane costs what one f32 did.
+  const vec = N % 4 === 0;
   const accs: string[] = [], full: string[] = [], edge: string[] = [];
   for (let i = 0; i < rm; i++) {
     for (let j4 = 0; j4 < rn4; j4++) {
       accs.push(`var c${i}_${j4} = vec4f(0.0);`);
+      if (vec) {
+        const v = c.bias ? `c${i}_${j4} + bias[n0 / 4u + ${j4}u]` : `c${i}_${j4}`;
+        const at = `o[(ob + (m0 + ${i}u) * ${N}u + n0) / 4u + ${j4}u]`;
+        full.push(`${at} = ${v};`);
+        edge.push(`if (m0 + ${i}u < ${M}u && n0 + ${4 * j4}u < ${N}u) { ${at} = ${v}; }`);
+        continue;
+      }
       for (let q = 0; q < 4; q++) {
         const j = 4 * j4 + q;
         const v = c.bias ? `c${i}_${j4}[${q}] + bias[n0 + ${j}u]` : `c${i}_${j4}[${q}]`;
@@ -130,12 +140,13 @@ export function matmulTexKernel(c: MatmulTexConfig): Kernel {
       }
     }
   }
+  const elem = vec ? "vec4f" : "f32";
   const abase = c.transA ? `${za} * ${(K * M) / 4}u + m0 / 4u` : `(${za} * ${M}u + m0) * ${K4}u`;
   const bbase = c.transB ? `(${zb} * ${N}u + n0) * ${K4}u` : `${zb} * ${(K * N) / 4}u + n0 / 4u`;
   const code = `@group(0) @binding(0) var ta: texture_2d<f32>;
 @group(0) @binding(1) var tb: texture_2d<f32>;
-@group(0) @binding(2) var<storage, read_write> o: array<f32>;
-${c.bias ? "@group(0) @binding(3) var<storage, read> bias: array<f32>;" : ""}
+@group(0) @binding(2) var<storage, read_write> o: array<${elem}>;
+${c.bias ? `@group(0) @binding(3) var<storage, read> bias: array<${elem}>;` : ""}
 
 @compute @workgroup_size(${MATMUL_TEX_WG})
 fn main(@builtin(global_invocation_id) gid: vec3u) {
