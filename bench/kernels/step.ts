@@ -38,7 +38,12 @@ function optimizerStep(opt: Optimizer, params: Tensor[]) {
   zeroGrad(params);
 }
 
-function aeBench(optimizer: "adam" | "psgd"): Bench {
+/**
+ * `psgd` updates every Kronecker factor each step (what the schedule p(n) = max(1/64, 0.999ⁿ) does for the first
+ * ~100 steps); `psgd_apply` never does (what it does on all but 1 step in 64 after ~4,200 steps), so a run's mean
+ * step is `psgd_apply` + p(n)·(`psgd` − `psgd_apply`).
+ */
+function aeBench(optimizer: "adam" | "psgd" | "psgd_apply"): Bench {
   const B = 8, C = 5, S = 64;
   return {
     kernel: "step_ae",
@@ -50,7 +55,11 @@ function aeBench(optimizer: "adam" | "psgd"): Bench {
       const params = model.parameters();
       const opt: Optimizer = optimizer === "adam"
         ? new Adam(params, { lr: 1e-3, betas: [0.9, 0.99] })
-        : new PSGDKron(params, { lr: 3e-4, seed: 1 });
+        : new PSGDKron(params, {
+          lr: 3e-4,
+          seed: 1,
+          schedule: optimizer === "psgd_apply" ? () => ({ update: false, balance: false }) : undefined,
+        });
       const x = input([B, C, S, S], 3);
       return {
         run: () => {
@@ -172,6 +181,7 @@ function blocksBench(blocks: number, checkpoint: boolean): Bench {
 export const benches: Bench[] = [
   aeBench("adam"),
   aeBench("psgd"),
+  aeBench("psgd_apply"),
   emulatorBench("dm", "default", 8, 16, [5, 8, 8]),
   emulatorBench("solver", "default", 8, 16, [5, 8, 8]),
   emulatorBench("pixel", "default", 8, 5, [5, 64, 64]),
