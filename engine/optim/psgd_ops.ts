@@ -1,7 +1,7 @@
 /**
  * GPU building blocks of PSGD-Kron (spec/psgd.md §6), on raw tensors without autodiff: mode-k products, the
  * combined Grams E = triu(T1 − T2) / S = T1 + T2, the blocked upper-triangular inverse. Small factor sizes use
- * the kernels of kernels/psgd.wgsl.ts; factors above PSGD_SMALL_D go through the engine's tiled matmul.
+ * the kernels of kernels/psgd.wgsl.ts; larger ones (PSGD_OWN_MAX_D per adapter) go through the engine's matmul.
  * Every function encodes dispatches only and returns temporaries of the caller's scope.
  */
 import {
@@ -17,6 +17,8 @@ import {
   psgdTriKernel,
   triInvocations,
 } from "../../kernels/psgd.wgsl.ts";
+import { adapterTable } from "../adapter.ts";
+import { gpu } from "../device.ts";
 import { matmulRaw } from "../ops/matmul.ts";
 import { permute } from "../ops/shape.ts";
 import { dispatch, grid1d } from "../runtime.ts";
@@ -28,6 +30,14 @@ export function splitAxis(shape: readonly number[], k: number): [number, number,
   const b = shape.slice(k + 1).reduce((x, y) => x * y, 1);
   return [a, shape[k], b];
 }
+
+/**
+ * Largest dense factor the own mode-product and Gram kernels take; larger ones go through matmul where its
+ * output is wide enough. lavapipe: from 33, where matmul reads textures (its own kernels' 4×4 tiles pay
+ * lavapipe's per-lane storage loads): the `default` AE's PSGD step with every factor updated 0.80–0.81 s at
+ * 64, 0.75–0.77 at 32, 0.95 at 16 (the 16-wide products are too small for the texture path), Zen 5, 2026-12-04.
+ */
+export const PSGD_OWN_MAX_D = adapterTable<number>({ lavapipe: 32, default: PSGD_SMALL_D });
 
 /** Largest batch of the tiled matmul (its batch runs on the z axis of the grid). */
 const MAX_BATCH = 65535;
@@ -49,7 +59,7 @@ export function modeProduct(
   const [a, d, b] = splitAxis(shape, k);
   const dense = op === "mm" || op === "mmT";
   const trans = op === "mmT";
-  if (dense && d > PSGD_SMALL_D) {
+  if (dense && d > PSGD_OWN_MAX_D.for(gpu().adapterKind)) {
     const mm = m.view([d, d]);
     // The tiled matmul wastes most of its 64-wide tiles on narrow outputs ([C, C, 3, 3] has b = 9).
     const y = b === 1
@@ -105,7 +115,7 @@ export function grams(
   const [a, d, b] = splitAxis(shape, k);
   const outs = diag ? d : d * d;
   const e = Tensor.empty([outs]), s = Tensor.empty([outs]);
-  if (!diag && d > PSGD_SMALL_D) {
+  if (!diag && d > PSGD_OWN_MAX_D.for(gpu().adapterKind)) {
     const t1 = gramMatmul(aT, shape, k), t2 = gramMatmul(bT, shape, k);
     const fin = psgdGramFinishKernel({ d, chunks: 1, diag, from: "grams" });
     dispatch(fin, [t1.buffer, t2.buffer, e.buffer, s.buffer], grid1d(outs, PSGD_WG));
