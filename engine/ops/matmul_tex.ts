@@ -48,9 +48,8 @@ export interface TexRule {
  * linear layers (2560×128×512: 39.5 against 27.5 GFLOP/s) and 1.15× on its per-head attention products; the
  * `default` solver step takes 0.88 s against 1.03 s, for a cold first step of 18.5 s against 8.3 s (Mesa's
  * shader cache keeps the pipelines across processes, so a machine pays that once). So 16×16 from 2^24
- * multiply-adds, 8×8 from 2^18; below, the storage
- * kernels stay (their pipelines compile faster and the work is small). GPUs read storage buffers at full
- * speed: no rules, no textures.
+ * multiply-adds, 8×8 from 2^18; below, the storage kernels stay (their pipelines compile faster and the work
+ * is small). GPUs read storage buffers at full speed: no rules, no textures.
  */
 export const MATMUL_TEX_RULES = adapterTable<readonly TexRule[]>({
   lavapipe: [

@@ -1,7 +1,7 @@
 /**
  * GPU building blocks of PSGD-Kron (spec/psgd.md §6), on raw tensors without autodiff: mode-k products, the
  * combined Grams E = triu(T1 − T2) / S = T1 + T2, the blocked upper-triangular inverse. Small factor sizes use
- * the kernels of kernels/psgd.wgsl.ts; larger ones (above PSGD_OWN_MAX_D, per adapter) go through the engine's matmul.
+ * the kernels of kernels/psgd.wgsl.ts; larger ones (above PSGD_OWN_MAX_D, per adapter) go through matmul.
  * Every function encodes dispatches only and returns temporaries of the caller's scope.
  */
 import {
