@@ -18,7 +18,7 @@
  */
 import { type Kernel, linearIndex, MAIN_BUILTINS, stridesOf } from "./common.ts";
 import type { ConvGeom } from "./conv.wgsl.ts";
-import { TEX_WIDTH } from "./matmul_tex.wgsl.ts";
+import { texelLoad, texelLoaders } from "./matmul_tex.wgsl.ts";
 
 /** A forward-form pass's geometry (kernels/conv.wgsl.ts: `cin` reduces, `cout` is produced) and its tile. */
 export type ConvTexConfig = ConvGeom & { bias: boolean; ro: number; rx: number };
@@ -85,9 +85,6 @@ export function convTexKernel(c: ConvTexConfig): Kernel {
   const taps = k ** n, op = convTexOp(c), ro4 = ro / 4;
   const xTiles = Math.ceil(X / rx), oTiles = op / ro;
   const total = convTexInvocations(c);
-  const shift = Math.log2(TEX_WIDTH);
-  const fetch = (tex: string, texel: string) =>
-    `textureLoad(${tex}, vec2u((${texel}) & ${TEX_WIDTH - 1}u, (${texel}) >> ${shift}u), 0)`;
   const os = stridesOf(outerDims);
   // Texel columns of the row segment (the same for every channel and row offset), then the row offsets.
   const rows = rowOffsets(outerDims, k, c.circular);
@@ -97,13 +94,13 @@ export function convTexKernel(c: ConvTexConfig): Kernel {
     body.push(`let rb${ri} = (cb + row${ri}) * ${X4}u;`);
     for (let q = 0; q < seg; q++) {
       const v = c.circular ? "rowv" + ri : `rowv${ri} && colv${q}`;
-      body.push(`let s${ri}_${q} = select(vec4f(0.0), ${fetch("tx", `rb${ri} + col${q}`)}, ${v});`);
+      body.push(`let s${ri}_${q} = select(vec4f(0.0), ${texelLoad("tx", `rb${ri} + col${q}`)}, ${v});`);
     }
     for (let dx = 0; dx < k; dx++) {
       const t = tap(dx);
       for (let j = 0; j < ro4; j++) {
         body.push(
-          `let w${ri}_${dx}_${j} = ${fetch("tw", `(c * ${taps}u + ${t}u) * ${op / 4}u + oq + ${j}u`)};`,
+          `let w${ri}_${dx}_${j} = ${texelLoad("tw", `(c * ${taps}u + ${t}u) * ${op / 4}u + oq + ${j}u`)};`,
         );
       }
       for (let px = 0; px < rx; px++) {
@@ -126,8 +123,9 @@ export function convTexKernel(c: ConvTexConfig): Kernel {
       const v = vec
         ? `vec4f(${[0, 1, 2, 3].map((d) => `a${px + d}_${j}[${q}]`).join(", ")})${b}`
         : `a${px}_${j}[${q}]${b}`;
-      const idx = `ob + (o0 + ${o}u) * ${outer * X}u + x0 + ${px}u`;
-      const at = vec ? `out[(${idx}) / 4u]` : `out[${idx}]`;
+      const at = vec
+        ? `out[qb + ${(o * outer * X + px) / 4}u]`
+        : `out[ob + (o0 + ${o}u) * ${outer * X}u + x0 + ${px}u]`;
       full.push(`${at} = ${v};`);
       edge.push(`if (o0 + ${o}u < ${c.cout}u && x0 + ${px}u < ${X}u) { ${at} = ${v}; }`);
     }
@@ -136,6 +134,7 @@ export function convTexKernel(c: ConvTexConfig): Kernel {
 @group(0) @binding(1) var tw: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<${vec ? "vec4f" : "f32"}>;
 ${c.bias ? "@group(0) @binding(3) var<storage, read> bias: array<f32>;" : ""}
+${texelLoaders("tx", "tw")}
 
 @compute @workgroup_size(${CONV_TEX_WG})
 fn main(${MAIN_BUILTINS}) {
@@ -151,6 +150,7 @@ fn main(${MAIN_BUILTINS}) {
   let o0 = ot * ${ro}u;
   let oq = o0 / 4u;
   let ob = b * ${c.cout * outer * X}u + pos * ${X}u;
+  let qb = (ob + o0 * ${outer * X}u + x0) / 4u;
   ${lines.join("\n  ")}
   ${accs.join("\n  ")}
   for (var c = 0u; c < ${cr}u; c++) {
@@ -194,15 +194,15 @@ export function convTexWgradKernel(c: ConvTexWgradConfig): Kernel {
   const taps = k ** n, rows = c.batch * outer, per = Math.ceil(rows / c.splits);
   const oBlocks = Math.ceil(c.cout / ro), cBlocks = Math.ceil(c.cin / rc);
   const total = convTexWgradInvocations(c);
-  const shift = Math.log2(TEX_WIDTH);
-  const fetch = (tex: string, texel: string) =>
-    `textureLoad(${tex}, vec2u((${texel}) & ${TEX_WIDTH - 1}u, (${texel}) >> ${shift}u), 0)`;
   const os = stridesOf(outerDims);
   const body = segmentColumns(seg, halo, X4, c.circular);
   for (let o = 0; o < ro; o++) {
     body.push(
       `let g${o} = ${
-        fetch("tg", `((b * ${c.cout}u + min(o0 + ${o}u, ${c.cout - 1}u)) * ${outer}u + pos) * ${X4}u + xq`)
+        texelLoad(
+          "tg",
+          `((b * ${c.cout}u + min(o0 + ${o}u, ${c.cout - 1}u)) * ${outer}u + pos) * ${X4}u + xq`,
+        )
       };`,
     );
   }
@@ -213,7 +213,7 @@ export function convTexWgradKernel(c: ConvTexWgradConfig): Kernel {
       for (let q = 0; q < seg; q++) {
         const v = c.circular ? `rowv${ri}` : `rowv${ri} && colv${q}`;
         const texel = `((b * ${c.cin}u + ${ch}) * ${outer}u + row${ri}) * ${X4}u + col${q}`;
-        body.push(`let s${ri}_${ci}_${q} = select(vec4f(0.0), ${fetch("tx", texel)}, ${v});`);
+        body.push(`let s${ri}_${ci}_${q} = select(vec4f(0.0), ${texelLoad("tx", texel)}, ${v});`);
       }
       for (let dx = 0; dx < k; dx++) {
         const t = tap(dx);
@@ -226,19 +226,23 @@ export function convTexWgradKernel(c: ConvTexWgradConfig): Kernel {
       }
     }
   }
+  // One guard per channel pair and constant offsets from the block's base: the stores were half the source,
+  // and source size is what pipeline creation (naga, then llvmpipe's JIT) pays for.
   const accs: string[] = [], stores: string[] = [];
   for (let o = 0; o < ro; o++) {
     for (let ci = 0; ci < rc; ci++) {
+      const pair: string[] = [];
       for (let t = 0; t < taps; t++) {
         accs.push(`var a${o}_${ci}_${t} = 0.0;`);
-        const at = `part[((s * ${c.cout}u + o0 + ${o}u) * ${c.cin}u + c0 + ${ci}u) * ${taps}u + ${t}u]`;
-        stores.push(`if (o0 + ${o}u < ${c.cout}u && c0 + ${ci}u < ${c.cin}u) { ${at} = a${o}_${ci}_${t}; }`);
+        pair.push(`part[pb + ${(o * c.cin + ci) * taps + t}u] = a${o}_${ci}_${t};`);
       }
+      stores.push(`if (o0 + ${o}u < ${c.cout}u && c0 + ${ci}u < ${c.cin}u) { ${pair.join(" ")} }`);
     }
   }
   const code = `@group(0) @binding(0) var tx: texture_2d<f32>;
 @group(0) @binding(1) var tg: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read_write> part: array<f32>;
+${texelLoaders("tx", "tg")}
 
 @compute @workgroup_size(${CONV_TEX_WG})
 fn main(${MAIN_BUILTINS}) {
@@ -258,6 +262,7 @@ fn main(${MAIN_BUILTINS}) {
       ${body.join("\n      ")}
     }
   }
+  let pb = ((s * ${c.cout}u + o0) * ${c.cin}u + c0) * ${taps}u;
   ${stores.join("\n  ")}
 }`;
   const name = `conv_tex_wgrad_${c.batch}x${c.cin}x${c.cout}x${c.spatial.join("x")}_k${k}${

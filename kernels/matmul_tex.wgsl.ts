@@ -37,6 +37,21 @@ export type MatmulTexConfig = Omit<MatmulConfig, "tile" | "strideA" | "strideB">
 export const TEX_WIDTH = 4096;
 export const MATMUL_TEX_WG = 64;
 
+/**
+ * WGSL `fn ld_<t>(i: u32) -> vec4f` per texture t: texel i of the flattened layout. Kernels call it per fetch
+ * (`texelLoad`) instead of spelling the load out: shorter source, which is what pipeline creation pays for
+ * (naga, then llvmpipe's JIT); llvmpipe inlines the calls.
+ */
+export function texelLoaders(...textures: string[]): string {
+  const mask = TEX_WIDTH - 1, shift = Math.log2(TEX_WIDTH);
+  return textures.map((t) =>
+    `fn ld_${t}(i: u32) -> vec4f { return textureLoad(${t}, vec2u(i & ${mask}u, i >> ${shift}u), 0); }`
+  ).join("\n");
+}
+
+/** A call of `texelLoaders`' loader of texture `tex` at texel `texel`. */
+export const texelLoad = (tex: string, texel: string) => `ld_${tex}(${texel})`;
+
 /** The layout's alignment conditions (see the header): every quad a tile reads starts on a texel. */
 export function matmulTexAligned(
   c: { m: number; n: number; k: number; transA: boolean; transB: boolean; rm?: number; rn?: number },
@@ -71,9 +86,6 @@ export function matmulTexKernel(c: MatmulTexConfig): Kernel {
   const rn4 = rn / 4, rm4 = rm / 4, K4 = K / 4;
   const [mTiles, nTiles] = tiles(c);
   const za = c.broadcastA ? "0u" : "z", zb = c.broadcastB ? "0u" : "z";
-  const shift = Math.log2(TEX_WIDTH);
-  const fetch = (tex: string, texel: string) =>
-    `textureLoad(${tex}, vec2u((${texel}) & ${TEX_WIDTH - 1}u, (${texel}) >> ${shift}u), 0)`;
   const loads: string[] = [], fmas: string[] = [];
   // a(i, kk) = A[m0 + i, k + kk]; bvec(kk, j4) = B[k + kk, n0 + 4·j4 .. + 3].
   let a: (i: number, kk: number) => string;
@@ -81,19 +93,19 @@ export function matmulTexKernel(c: MatmulTexConfig): Kernel {
     // (K, M) layout: texel (z·K + k)·M/4 + m/4 holds A[m..m+3, k].
     for (let kk = 0; kk < 4; kk++) {
       for (let i4 = 0; i4 < rm4; i4++) {
-        loads.push(`let a${i4}_${kk} = ${fetch("ta", `abase + (k + ${kk}u) * ${c.m / 4}u + ${i4}u`)};`);
+        loads.push(`let a${i4}_${kk} = ${texelLoad("ta", `abase + (k + ${kk}u) * ${c.m / 4}u + ${i4}u`)};`);
       }
     }
     a = (i, kk) => `a${Math.floor(i / 4)}_${kk}[${i % 4}]`;
   } else {
     // (M, K) layout: texel (z·M + m)·K/4 + k/4 holds A[m, k..k+3].
-    for (let i = 0; i < rm; i++) loads.push(`let a${i} = ${fetch("ta", `abase + ${i * K4}u + k / 4u`)};`);
+    for (let i = 0; i < rm; i++) loads.push(`let a${i} = ${texelLoad("ta", `abase + ${i * K4}u + k / 4u`)};`);
     a = (i, kk) => `a${i}[${kk}]`;
   }
   let bvec: (kk: number, j4: number) => string;
   if (c.transB) {
     // (N, K) layout: texel (z·N + n)·K/4 + k/4 holds B[k..k+3, n]; each column quad is built once per step.
-    for (let j = 0; j < rn; j++) loads.push(`let b${j} = ${fetch("tb", `bbase + ${j * K4}u + k / 4u`)};`);
+    for (let j = 0; j < rn; j++) loads.push(`let b${j} = ${texelLoad("tb", `bbase + ${j * K4}u + k / 4u`)};`);
     for (let kk = 0; kk < 4; kk++) {
       for (let j4 = 0; j4 < rn4; j4++) {
         const quad = [0, 1, 2, 3].map((q) => `b${4 * j4 + q}[${kk}]`).join(", ");
@@ -105,7 +117,7 @@ export function matmulTexKernel(c: MatmulTexConfig): Kernel {
     // (K, N) layout: texel (z·K + k)·N/4 + n/4 holds B[k, n..n+3].
     for (let kk = 0; kk < 4; kk++) {
       for (let j4 = 0; j4 < rn4; j4++) {
-        loads.push(`let b${kk}_${j4} = ${fetch("tb", `bbase + (k + ${kk}u) * ${c.n / 4}u + ${j4}u`)};`);
+        loads.push(`let b${kk}_${j4} = ${texelLoad("tb", `bbase + (k + ${kk}u) * ${c.n / 4}u + ${j4}u`)};`);
       }
     }
     bvec = (kk, j4) => `b${kk}_${j4}`;
@@ -147,6 +159,7 @@ export function matmulTexKernel(c: MatmulTexConfig): Kernel {
 @group(0) @binding(1) var tb: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read_write> o: array<${elem}>;
 ${c.bias ? `@group(0) @binding(3) var<storage, read> bias: array<${elem}>;` : ""}
+${texelLoaders("ta", "tb")}
 
 @compute @workgroup_size(${MATMUL_TEX_WG})
 fn main(@builtin(global_invocation_id) gid: vec3u) {
