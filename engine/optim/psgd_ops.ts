@@ -1,7 +1,7 @@
 /**
  * GPU building blocks of PSGD-Kron (spec/psgd.md §6), on raw tensors without autodiff: mode-k products, the
  * combined Grams E = triu(T1 − T2) / S = T1 + T2, the blocked upper-triangular inverse. Small factor sizes use
- * the kernels of kernels/psgd.wgsl.ts; larger ones (above PSGD_OWN_MAX_D, per adapter) go through matmul.
+ * the kernels of kernels/psgd.wgsl.ts; larger ones (PSGD_MATMUL, per adapter) go through matmul.
  * Every function encodes dispatches only and returns temporaries of the caller's scope.
  */
 import {
@@ -32,12 +32,17 @@ export function splitAxis(shape: readonly number[], k: number): [number, number,
 }
 
 /**
- * Largest dense factor the own mode-product and Gram kernels take; larger ones go through matmul where its
- * output is wide enough. lavapipe: from 33, where matmul reads textures (its own kernels' 4×4 tiles pay
- * lavapipe's per-lane storage loads): the `default` AE's PSGD step with every factor updated 0.80–0.81 s at
- * 64, 0.75–0.77 at 32, 0.95 at 16 (the 16-wide products are too small for the texture path), Zen 5, 2026-12-04.
+ * Where the dense products leave the own kernels, per adapter: factors above `ownMaxD` go through matmul where
+ * its output is wide enough, and with `permuteNarrow` narrow ones too (moved to (d, a·b) and back). lavapipe,
+ * where matmul reads textures and the own kernels' 4×4 tiles pay the per-lane storage loads (Zen 5,
+ * 2026-12-04): the `default` AE's PSGD step with every factor updated 0.80–0.81 s at ownMaxD 64, 0.75–0.77 at
+ * 32, 0.95 at 16 (16-wide products are too small for the texture path); the [C, C, 3, 3] middle axes (b = 9)
+ * through permutes and matmul: 64×256×9 19.2 → 4.7 ms, 64×64×9 2.0 → 1.6 ms.
  */
-export const PSGD_OWN_MAX_D = adapterTable<number>({ lavapipe: 32, default: PSGD_SMALL_D });
+export const PSGD_MATMUL = adapterTable<{ ownMaxD: number; permuteNarrow: boolean }>({
+  lavapipe: { ownMaxD: 32, permuteNarrow: true },
+  default: { ownMaxD: PSGD_SMALL_D, permuteNarrow: false },
+});
 
 /** Largest batch of the tiled matmul (its batch runs on the z axis of the grid). */
 const MAX_BATCH = 65535;
@@ -59,13 +64,14 @@ export function modeProduct(
   const [a, d, b] = splitAxis(shape, k);
   const dense = op === "mm" || op === "mmT";
   const trans = op === "mmT";
-  if (dense && d > PSGD_OWN_MAX_D.for(gpu().adapterKind)) {
+  const rule = PSGD_MATMUL.for(gpu().adapterKind);
+  if (dense && d > rule.ownMaxD) {
     const mm = m.view([d, d]);
     // The tiled matmul wastes most of its 64-wide tiles on narrow outputs ([C, C, 3, 3] has b = 9).
     const y = b === 1
       ? viewed(x, [a, d], (v) => matmulRaw(v, mm, false, !trans))
       : b < MIN_MATMUL_COLS
-      ? null
+      ? (rule.permuteNarrow ? narrowProduct(x, [a, d, b], mm, trans) : null)
       : a === 1
       ? viewed(x, [d, b], (v) => matmulRaw(mm, v, trans, false))
       : a <= MAX_BATCH
@@ -86,6 +92,16 @@ function viewed(x: Tensor, shape: number[], fn: (v: Tensor) => Tensor): Tensor {
   const y = fn(v);
   v.dispose();
   const out = y.view([y.size]);
+  y.dispose();
+  return out;
+}
+
+/** X ×_k M on a narrow [a, d, b] view: X moved to (d, a·b), one matmul, moved back. */
+function narrowProduct(x: Tensor, [a, d, b]: [number, number, number], mm: Tensor, trans: boolean): Tensor {
+  const p = viewed(x, [a, d, b], (v) => permute(v, [1, 0, 2], false));
+  const y = viewed(p, [d, a * b], (v) => matmulRaw(mm, v, trans, false));
+  p.dispose();
+  const out = viewed(y, [d, a, b], (v) => permute(v, [1, 0, 2], false));
   y.dispose();
   return out;
 }
@@ -115,7 +131,7 @@ export function grams(
   const [a, d, b] = splitAxis(shape, k);
   const outs = diag ? d : d * d;
   const e = Tensor.empty([outs]), s = Tensor.empty([outs]);
-  if (!diag && d > PSGD_OWN_MAX_D.for(gpu().adapterKind)) {
+  if (!diag && d > PSGD_MATMUL.for(gpu().adapterKind).ownMaxD) {
     const t1 = gramMatmul(aT, shape, k), t2 = gramMatmul(bT, shape, k);
     const fin = psgdGramFinishKernel({ d, chunks: 1, diag, from: "grams" });
     dispatch(fin, [t1.buffer, t2.buffer, e.buffer, s.buffer], grid1d(outs, PSGD_WG));

@@ -103,8 +103,9 @@ const always = () => ({ update: true, balance: false });
 
 Deno.test("psgd T0: mode-k products and Grams equal the naive loops on every axis (own kernels and matmul path)", async () => {
   await gpuReady();
-  // Small d: own kernels; d above PSGD_OWN_MAX_D (64, or 32 on lavapipe: the 33-axis too) with ≥ 32 output
-  // columns (or last): matmul; [3, 70, 2]: own kernel above it (narrow output).
+  // Small d: own kernels; d above PSGD_MATMUL.ownMaxD (64, or 32 on lavapipe: the 33-axis too) with ≥ 32 output
+  // columns (or last): matmul; [3, 70, 2] (and [3, 33, 5] on lavapipe), narrow outputs: the own kernel, or on
+  // lavapipe permutes around matmul.
   const shapes = [[5, 3, 4, 2], [7], [3, 33, 5], [70, 40], [3, 70, 33], [3, 70, 2], [5, 70]];
   let worst = 0;
   for (const [si, shape] of shapes.entries()) {
