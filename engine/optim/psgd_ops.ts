@@ -96,12 +96,17 @@ function viewed(x: Tensor, shape: number[], fn: (v: Tensor) => Tensor): Tensor {
   return out;
 }
 
+/** x viewed as (p, q, r) with its first two axes swapped, flat. */
+function swapLeading(x: Tensor, [p, q, r]: [number, number, number]): Tensor {
+  return viewed(x, [p, q, r], (v) => permute(v, [1, 0, 2], false));
+}
+
 /** X ×_k M on a narrow [a, d, b] view: X moved to (d, a·b), one matmul, moved back. */
 function narrowProduct(x: Tensor, [a, d, b]: [number, number, number], mm: Tensor, trans: boolean): Tensor {
-  const p = viewed(x, [a, d, b], (v) => permute(v, [1, 0, 2], false));
+  const p = swapLeading(x, [a, d, b]);
   const y = viewed(p, [d, a * b], (v) => matmulRaw(mm, v, trans, false));
   p.dispose();
-  const out = viewed(y, [d, a, b], (v) => permute(v, [1, 0, 2], false));
+  const out = swapLeading(y, [d, a, b]);
   y.dispose();
   return out;
 }
@@ -111,7 +116,7 @@ function gramMatmul(x: Tensor, shape: readonly number[], k: number): Tensor {
   const [a, d, b] = splitAxis(shape, k);
   if (a === 1) return viewed(x, [d, b], (v) => matmulRaw(v, v, false, true));
   if (b === 1) return viewed(x, [a, d], (v) => matmulRaw(v, v, true, false));
-  const p = viewed(x, [a, d, b], (v) => permute(v, [1, 0, 2], false));
+  const p = swapLeading(x, [a, d, b]);
   const g = viewed(p, [d, a * b], (v) => matmulRaw(v, v, false, true));
   p.dispose();
   return g;
