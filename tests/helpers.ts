@@ -11,6 +11,20 @@ export async function gpuReady(): Promise<void> {
   await initDevice();
 }
 
+/** Run `fn` with an engine override (`setConvTexture`, `setMatmulTile`, ...) set to `value`, then back to null. */
+export async function withOverride<T>(
+  set: (v: T | null) => void,
+  value: T,
+  fn: () => void | Promise<void>,
+): Promise<void> {
+  set(value);
+  try {
+    await fn();
+  } finally {
+    set(null);
+  }
+}
+
 /** A tiny seeded PRNG for test inputs. */
 export const rng = hostRng;
 

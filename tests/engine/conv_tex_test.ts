@@ -15,7 +15,7 @@ import {
   reference,
   setConvTexture,
 } from "../../engine/ops/conv.ts";
-import { checkOp, gpuReady, randArray } from "../helpers.ts";
+import { checkOp, gpuReady, randArray, withOverride } from "../helpers.ts";
 
 await gpuReady();
 const FWD = { atol: 2e-5, rtol: 1e-5 };
@@ -48,14 +48,7 @@ async function checkConv(x: number[], cout: number, k: number, circular: boolean
   console.log(`${label}: max error forward ${r.fwd.toExponential(2)}, gradients ${r.grad.toExponential(2)}`);
 }
 
-async function forced(fn: () => Promise<void>) {
-  setConvTexture(true);
-  try {
-    await fn();
-  } finally {
-    setConvTexture(null);
-  }
-}
+const forced = (fn: () => void | Promise<void>) => withOverride(setConvTexture, true, fn);
 
 Deno.test("conv (texture pass): 2-D zeros and circular, k 3 and 1, edges of both tile axes", async () => {
   await forced(async () => {
@@ -72,13 +65,10 @@ Deno.test("conv (texture pass): 3-D circular and zeros", async () => {
   });
 });
 
-Deno.test("conv (texture pass): a last axis that is not a multiple of 4 is declined", () => {
-  setConvTexture(true);
-  try {
+Deno.test("conv (texture pass): a last axis that is not a multiple of 4 is declined", async () => {
+  await forced(() => {
     const geom = { batch: 1, cin: 4, cout: 4, spatial: [6, 10], k: 3, circular: false };
     assert.equal(convTexConfig(geom, false), null);
     assert.ok(convTexConfig({ ...geom, spatial: [6, 12] }, false));
-  } finally {
-    setConvTexture(null);
-  }
+  });
 });

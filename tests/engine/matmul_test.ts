@@ -10,45 +10,16 @@
  * atol 1e-3 + rtol 1e-3 against central differences of the float64 reference. Last, an output larger than one
  * storage binding (split along the batch).
  */
-import { assertClose, checkOp, gpuReady, randArray } from "../helpers.ts";
-import { gpu, linear, matmul, Tensor } from "../../engine/index.ts";
-import { MATMUL_TILES, reference, setMatmulTile } from "../../engine/ops/matmul.ts";
+import { assertClose, gpuReady, randArray } from "../helpers.ts";
+import { gpu, matmul, Tensor } from "../../engine/index.ts";
+import { MATMUL_TILES, setMatmulTile } from "../../engine/ops/matmul.ts";
 import { DEFAULT_TILE, type MatmulTile, matmulTileName } from "../../kernels/matmul.wgsl.ts";
+import { ALL_LAYOUTS, checkLinear, checkMatmulGrad, forwardLayouts, FWD } from "./matmul_checks.ts";
 
 const TILES: { tile: MatmulTile; vec4Only: boolean }[] = [
   { tile: DEFAULT_TILE, vec4Only: false },
   ...MATMUL_TILES.values().flat().map((r) => ({ tile: r.tile, vec4Only: !!r.vec4 })),
 ].filter((t, i, all) => all.findIndex((u) => matmulTileName(u.tile) === matmulTileName(t.tile)) === i);
-const FWD = { atol: 1e-4, rtol: 1e-4 };
-const GRAD = { atol: 1e-3, rtol: 1e-3 };
-
-function shapeOf(batch: number[], rows: number, cols: number, trans: boolean): number[] {
-  return [...batch, ...(trans ? [cols, rows] : [rows, cols])];
-}
-
-/** GPU op(A)·op(B) for every layout vs the reference; returns the max error seen. */
-async function forwardAllLayouts(m: number, k: number, n: number, batchA: number[], batchB: number[]) {
-  let worst = 0;
-  for (const transA of [false, true]) {
-    for (const transB of [false, true]) {
-      const as = shapeOf(batchA, m, k, transA), bs = shapeOf(batchB, k, n, transB);
-      const a = randArray(as.reduce((x, y) => x * y, 1), 11),
-        b = randArray(bs.reduce((x, y) => x * y, 1), 12);
-      const ta = Tensor.fromData(Float32Array.from(a), as), tb = Tensor.fromData(Float32Array.from(b), bs);
-      const out = matmul(ta, tb, transA, transB);
-      try {
-        const label = `${m}x${k}x${n} ${transA ? "T" : "N"}${transB ? "T" : "N"} batch ${batchA}|${batchB}`;
-        worst = Math.max(
-          worst,
-          assertClose(label, await out.read(), reference.matmul(a, as, b, bs, transA, transB), FWD),
-        );
-      } finally {
-        [ta, tb, out].forEach((t) => t.dispose());
-      }
-    }
-  }
-  return worst;
-}
 
 for (const { tile, vec4Only } of TILES) {
   const name = matmulTileName(tile);
@@ -60,8 +31,8 @@ for (const { tile, vec4Only } of TILES) {
       setMatmulTile(tile);
       try {
         const e = Math.max(
-          await forwardAllLayouts(37, 29, 53, [3], [3]),
-          await forwardAllLayouts(5, 7, 3, [], []),
+          await forwardLayouts(37, 29, 53, [3], [3]),
+          await forwardLayouts(5, 7, 3, [], []),
         );
         console.log(`max abs error ${e.toExponential(2)}`);
       } finally {
@@ -75,9 +46,9 @@ for (const { tile, vec4Only } of TILES) {
     setMatmulTile(tile);
     try {
       const e = Math.max(
-        await forwardAllLayouts(68, 44, 76, [2], []),
-        await forwardAllLayouts(132, 36, 136, [], [2]),
-        vec4Only ? 0 : await forwardAllLayouts(4, 4, 4, [], []),
+        await forwardLayouts(68, 44, 76, [2], []),
+        await forwardLayouts(132, 36, 136, [], [2]),
+        vec4Only ? 0 : await forwardLayouts(4, 4, 4, [], []),
       );
       console.log(`max abs error ${e.toExponential(2)}`);
     } finally {
@@ -90,28 +61,7 @@ for (const { tile, vec4Only } of TILES) {
     setMatmulTile(tile);
     try {
       for (const [rows, inF, outF] of vec4Only ? [[2 * 35, 44, 76]] : [[2 * 35, 44, 76], [2 * 9, 29, 53]]) {
-        const x = randArray(rows * inF, 1), w = randArray(outF * inF, 2), b = randArray(outF, 3);
-        const r = await checkOp({
-          label: `linear ${rows}x${inF}->${outF}`,
-          inputs: [{ data: x, shape: [2, rows / 2, inF] }, { data: w, shape: [outF, inF] }, {
-            data: b,
-            shape: [outF],
-          }],
-          fn: ([tx, tw, tb]) => linear(tx, tw, tb),
-          ref: ([rx, rw, rb]) => {
-            const y = reference.matmul(rx, [rows, inF], rw, [outF, inF], false, true);
-            for (let i = 0; i < y.length; i++) y[i] += rb[i % outF];
-            return y;
-          },
-          fwdTol: FWD,
-          gradTol: GRAD,
-          maxProbes: 24,
-        });
-        console.log(
-          `linear ${rows}x${inF}->${outF}: max abs error fwd ${r.fwd.toExponential(2)}, grad ${
-            r.grad.toExponential(2)
-          }`,
-        );
+        await checkLinear(rows, inF, outF);
       }
     } finally {
       setMatmulTile(null);
@@ -123,29 +73,9 @@ for (const { tile, vec4Only } of TILES) {
     setMatmulTile(tile);
     try {
       // NN and TT alone already run all four layouts (their backward products are NT, TN and TT).
-      const layouts = vec4Only
-        ? [[false, false], [true, true]]
-        : [[false, false], [true, false], [false, true], [true, true]];
+      const layouts = vec4Only ? [ALL_LAYOUTS[0], ALL_LAYOUTS[3]] : ALL_LAYOUTS;
       for (const [transA, transB] of layouts) {
-        const [m, k, n] = vec4Only ? [12, 8, 20] : [9, 13, 6];
-        const as = shapeOf([2], m, k, transA), bs = shapeOf([2], k, n, transB);
-        const r = await checkOp({
-          label: `matmul grad ${transA ? "T" : "N"}${transB ? "T" : "N"}`,
-          inputs: [{ data: randArray(2 * m * k, 5), shape: as }, {
-            data: randArray(2 * k * n, 6),
-            shape: bs,
-          }],
-          fn: ([ta, tb]) => matmul(ta, tb, transA, transB),
-          ref: ([ra, rb]) => reference.matmul(ra, as, rb, bs, transA, transB),
-          fwdTol: FWD,
-          gradTol: GRAD,
-          maxProbes: 16,
-        });
-        console.log(
-          `${transA ? "T" : "N"}${transB ? "T" : "N"}: max abs error fwd ${r.fwd.toExponential(2)}, grad ${
-            r.grad.toExponential(2)
-          }`,
-        );
+        await checkMatmulGrad(transA, transB, vec4Only ? [12, 8, 20] : [9, 13, 6]);
       }
     } finally {
       setMatmulTile(null);

@@ -6,8 +6,8 @@
  * storage kernels. Tolerances as tests/engine/matmul_test.ts: forward atol 1e-4 + rtol 1e-4, gradients 1e-3.
  */
 import assert from "node:assert/strict";
-import { assertClose, checkOp, gpuReady, randArray } from "../helpers.ts";
-import { linear, matmul, scope, Tensor } from "../../engine/index.ts";
+import { assertClose, gpuReady, randArray, withOverride } from "../helpers.ts";
+import { matmul, scope, Tensor } from "../../engine/index.ts";
 import { reference } from "../../engine/ops/matmul.ts";
 import {
   MATMUL_TEX_RULES,
@@ -16,65 +16,37 @@ import {
   type TexRule,
 } from "../../engine/ops/matmul_tex.ts";
 import { TEX_WIDTH } from "../../kernels/matmul_tex.wgsl.ts";
+import { ALL_LAYOUTS, checkLinear, checkMatmulGrad, forwardLayouts, FWD, shapeOf } from "./matmul_checks.ts";
 
 await gpuReady();
-const FWD = { atol: 1e-4, rtol: 1e-4 };
-const GRAD = { atol: 1e-3, rtol: 1e-3 };
-
-const shapeOf = (batch: number[], rows: number, cols: number, trans: boolean) => [
-  ...batch,
-  ...(trans ? [cols, rows] : [rows, cols]),
-];
-
-async function check(
+/** forwardLayouts on this file's operands, asserting that each layout takes textures. */
+const check = (
   m: number,
   k: number,
   n: number,
   batchA: number[],
   batchB: number[],
-  layouts: number[][],
-) {
-  let worst = 0;
-  for (const [ta, tb] of layouts) {
-    const transA = !!ta, transB = !!tb;
-    const as = shapeOf(batchA, m, k, transA), bs = shapeOf(batchB, k, n, transB);
-    const a = randArray(as.reduce((x, y) => x * y, 1), 31), b = randArray(bs.reduce((x, y) => x * y, 1), 32);
-    const label = `${m}x${k}x${n} ${transA ? "T" : "N"}${transB ? "T" : "N"} batch ${batchA}|${batchB}`;
-    assert.ok(
-      matmulTexTile({ batch: 1, m, n, k, transA, transB, strideA: 0, strideB: 0 }),
-      `${label} takes textures`,
-    );
-    const got = await scope(() =>
-      matmul(
-        Tensor.fromData(Float32Array.from(a), as),
-        Tensor.fromData(Float32Array.from(b), bs),
-        transA,
-        transB,
-      )
-        .keep()
-    ).read();
-    worst = Math.max(worst, assertClose(label, got, reference.matmul(a, as, b, bs, transA, transB), FWD));
-  }
-  return worst;
-}
+  layouts: [boolean, boolean][],
+) =>
+  forwardLayouts(m, k, n, batchA, batchB, {
+    layouts,
+    seeds: [31, 32],
+    expect: (label, transA, transB) =>
+      assert.ok(
+        matmulTexTile({ batch: 1, m, n, k, transA, transB, strideA: 0, strideB: 0 }),
+        `${label} takes textures`,
+      ),
+  });
 
-const ALL = [[0, 0], [1, 0], [0, 1], [1, 1]];
-
-async function forced(fn: () => Promise<void>, rule: TexRule | null = null) {
-  setMatmulTexture(true, rule);
-  try {
-    await fn();
-  } finally {
-    setMatmulTexture(null);
-  }
-}
+const forced = (fn: () => Promise<void>, rule: TexRule | null = null) =>
+  withOverride((on: boolean | null) => setMatmulTexture(on, rule), true, fn);
 
 Deno.test("matmul (textures): every layout, sizes off the tile grid, batches broadcast either side", async () => {
   await forced(async () => {
     const e = Math.max(
-      await check(36, 20, 44, [3], [3], ALL),
-      await check(20, 8, 12, [2], [], ALL),
-      await check(12, 12, 4, [], [2], ALL),
+      await check(36, 20, 44, [3], [3], ALL_LAYOUTS),
+      await check(20, 8, 12, [2], [], ALL_LAYOUTS),
+      await check(12, 12, 4, [], [2], ALL_LAYOUTS),
     );
     console.log(`max abs error ${e.toExponential(2)}`);
   });
@@ -82,7 +54,7 @@ Deno.test("matmul (textures): every layout, sizes off the tile grid, batches bro
 
 Deno.test("matmul (textures): odd M (A not transposed) and odd N (B transposed) need no alignment", async () => {
   await forced(async () => {
-    const e = await check(37, 16, 29, [2], [2], [[0, 1]]);
+    const e = await check(37, 16, 29, [2], [2], [[false, true]]);
     console.log(`max abs error ${e.toExponential(2)}`);
   });
 });
@@ -92,7 +64,7 @@ for (const rule of MATMUL_TEX_RULES.for("lavapipe")) {
     await forced(async () => {
       // 2·68·260 floats = 8,840 texels > TEX_WIDTH: whole rows in one copy, the rest in a second.
       assert.ok(2 * 68 * 260 / 4 > TEX_WIDTH);
-      const e = await check(68, 260, 124, [2], [2], [[0, 0], [1, 1]]);
+      const e = await check(68, 260, 124, [2], [2], [[false, false], [true, true]]);
       // Two calls of one size in one command stream, read afterwards: each sees its own operands.
       const [x1, x2, w] = [41, 42, 43].map((s) => randArray(64 * 64, s));
       const outs = scope(() => {
@@ -137,43 +109,10 @@ Deno.test("matmul (textures): unaligned quads are declined and computed exactly 
 
 Deno.test("linear and matmul (textures): forward and gradients against float64 differences", async () => {
   await forced(async () => {
-    const [rows, inF, outF] = [24, 20, 12];
-    const x = randArray(rows * inF, 1), w = randArray(outF * inF, 2), b = randArray(outF, 3);
-    const r = await checkOp({
-      label: `linear ${rows}x${inF}->${outF}`,
-      inputs: [{ data: x, shape: [2, rows / 2, inF] }, { data: w, shape: [outF, inF] }, {
-        data: b,
-        shape: [outF],
-      }],
-      fn: ([tx, tw, tb]) => linear(tx, tw, tb),
-      ref: ([rx, rw, rb]) => {
-        const y = reference.matmul(rx, [rows, inF], rw, [outF, inF], false, true);
-        for (let i = 0; i < y.length; i++) y[i] += rb[i % outF];
-        return y;
-      },
-      fwdTol: FWD,
-      gradTol: GRAD,
-      maxProbes: 24,
-    });
+    await checkLinear(24, 20, 12);
     // NN and TT: their backward products run the other two layouts.
-    for (const [transA, transB] of [[false, false], [true, true]]) {
-      const [m, k, n] = [12, 8, 20];
-      const as = shapeOf([2], m, k, transA), bs = shapeOf([2], k, n, transB);
-      const g = await checkOp({
-        label: `matmul grad ${transA ? "T" : "N"}${transB ? "T" : "N"}`,
-        inputs: [{ data: randArray(2 * m * k, 5), shape: as }, { data: randArray(2 * k * n, 6), shape: bs }],
-        fn: ([ta, tb]) => matmul(ta, tb, transA, transB),
-        ref: ([ra, rb]) => reference.matmul(ra, as, rb, bs, transA, transB),
-        fwdTol: FWD,
-        gradTol: GRAD,
-        maxProbes: 16,
-      });
-      console.log(
-        `matmul ${transA ? "T" : "N"}${transB ? "T" : "N"}: fwd ${g.fwd.toExponential(2)}, grad ${
-          g.grad.toExponential(2)
-        }`,
-      );
+    for (const [transA, transB] of [ALL_LAYOUTS[0], ALL_LAYOUTS[3]]) {
+      await checkMatmulGrad(transA, transB, [12, 8, 20]);
     }
-    console.log(`linear: max abs error fwd ${r.fwd.toExponential(2)}, grad ${r.grad.toExponential(2)}`);
   });
 });
