@@ -4,6 +4,10 @@
  * triangular inverse, caches, balancing. Shapes, η and slots are baked in; per-step scalars (lr, weight decay,
  * clip norm) come from a uniform so one pipeline serves a whole run.
  *
+ * Members: the factor-update kernels take `g` same-shape tensors stacked back to back (one dispatch for a group of
+ * parameters; g = 1 is a single tensor). Member m's values start at m·(its size), its control pair at qctl[2m],
+ * its normalisers at ell[m·K + slot] (K factors per member); invocation blocks never straddle two members.
+ *
  * Guards: every kernel that writes optimizer state reads a flag from the GPU — `step[0]` (the global gradient
  * norm was finite) or `qctl[0]` (that, and this tensor's ‖G‖ is finite and non-zero) — so a bad step is skipped
  * on the device and the host never waits.
@@ -18,6 +22,10 @@ export const PSGD_SMALL_D = 64;
 
 /** Smallest normal f32 (spec §0 TINY), as an exact literal. */
 const TINY = f32(2 ** -126);
+
+/** Name suffix of a stacked-members kernel (empty for one tensor, so single-tensor names stay as they were). */
+const members = (g: number, stride?: number) =>
+  g > 1 ? `_g${g}${stride === undefined ? "" : `k${stride}`}` : "";
 
 const head = (wg: number) =>
   `@compute @workgroup_size(${wg})\nfn main(${MAIN_BUILTINS}) {\n  ${linearIndex(wg)}`;
@@ -94,34 +102,36 @@ ${head(PSGD_WG)}
  * Per-tensor update control from ss = ‖G‖²: qctl = [go, σ] with σ = √ε32·‖G‖/N (1.4.3 damping, §2.3.1).
  * With the zero-gradient guard (§5.2) the update is skipped unless ss is finite and > 0.
  */
-export function psgdUpdateControlKernel(n: number, guard: boolean): Kernel {
+export function psgdUpdateControlKernel(n: number, guard: boolean, g = 1): Kernel {
   const cond = guard ? "step[0] != 0.0 && isfinite_(ss) && ss > 0.0" : "step[0] != 0.0";
   return {
-    name: `psgd_qctl_${n}${guard ? "_guard" : ""}`,
+    name: `psgd_qctl_${n}${guard ? "_guard" : ""}${members(g)}`,
     code: `${MATH_PRELUDE}
 @group(0) @binding(0) var<storage, read> ss_: array<f32>;
 @group(0) @binding(1) var<storage, read> step: array<f32>;
 @group(0) @binding(2) var<storage, read_write> qctl: array<f32>;
 @compute @workgroup_size(1)
 fn main() {
-  let ss = ss_[0];
-  qctl[0] = select(0.0, 1.0, ${cond});
-  qctl[1] = ${f32(Math.sqrt(2 ** -23))} * sqrt(ss) / ${f32(n)};
+  for (var m = 0u; m < ${g}u; m++) {
+    let ss = ss_[m];
+    qctl[2u * m] = select(0.0, 1.0, ${cond});
+    qctl[2u * m + 1u] = ${f32(Math.sqrt(2 ** -23))} * sqrt(ss) / ${f32(n)};
+  }
 }`,
   };
 }
 
-/** out = x + σ·z (damping noise). */
-export function psgdNoiseKernel(n: number): Kernel {
+/** out = x + σ·z (damping noise), σ per member. */
+export function psgdNoiseKernel(n: number, g = 1): Kernel {
   return {
-    name: `psgd_noise_${n}`,
+    name: `psgd_noise_${n}${members(g)}`,
     code: `@group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> z: array<f32>;
 @group(0) @binding(2) var<storage, read> qctl: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 ${head(PSGD_WG)}
-  if (i >= ${n}u) { return; }
-  out[i] = x[i] + qctl[1] * z[i];
+  if (i >= ${g * n}u) { return; }
+  out[i] = x[i] + qctl[2u * (i / ${n}u) + 1u] * z[i];
 }`,
   };
 }
@@ -135,6 +145,8 @@ export interface ModeConfig {
   op: "mm" | "mmT" | "mul" | "div";
   /** M is upper-triangular: skip its zero half. */
   upper: boolean;
+  /** Stacked members, each with its own M (default 1). */
+  g?: number;
 }
 
 const ceil4 = (x: number) => Math.ceil(x / 4);
@@ -142,7 +154,7 @@ const ceil4 = (x: number) => Math.ceil(x / 4);
 /** Invocations of psgdModeKernel: one per element (diagonal ops) or per 4 rows × 4 columns of X_(k). */
 export function modeInvocations(c: ModeConfig): number {
   const n = c.a * c.d * c.b;
-  return c.op === "mul" || c.op === "div" ? n : ceil4(c.d) * ceil4(c.a * c.b);
+  return (c.g ?? 1) * (c.op === "mul" || c.op === "div" ? n : ceil4(c.d) * ceil4(c.a * c.b));
 }
 
 /** Address of column `col` (= p·b + q) of the mode unfolding at row 0. */
@@ -155,8 +167,9 @@ const colBase = (col: string, d: number, b: number) => `(${col} / ${b}u) * ${d *
  */
 export function psgdModeKernel(c: ModeConfig): Kernel {
   const { a, d, b } = c;
+  const g = c.g ?? 1;
   const n = a * d * b;
-  const name = `psgd_mode_${c.op}${c.upper ? "_triu" : ""}_${a}x${d}x${b}`;
+  const name = `psgd_mode_${c.op}${c.upper ? "_triu" : ""}_${a}x${d}x${b}${members(g)}`;
   const decls = `@group(0) @binding(0) var<storage, read> X: array<f32>;
 @group(0) @binding(1) var<storage, read> M: array<f32>;
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;`;
@@ -165,8 +178,8 @@ export function psgdModeKernel(c: ModeConfig): Kernel {
       name,
       code: `${decls}
 ${head(PSGD_WG)}
-  if (i >= ${n}u) { return; }
-  Y[i] = X[i] ${c.op === "mul" ? "*" : "/"} M[(i / ${b}u) % ${d}u];
+  if (i >= ${g * n}u) { return; }
+  Y[i] = X[i] ${c.op === "mul" ? "*" : "/"} M[(i / ${n}u) * ${d}u + (i / ${b}u) % ${d}u];
 }`,
     };
   }
@@ -177,13 +190,14 @@ ${head(PSGD_WG)}
     : trans
     ? ["0u", `min(i0 + 3u, ${d - 1}u)`]
     : ["i0", `${d - 1}u`];
-  const m = (r: string) => (trans ? `M[j * ${d}u + ${r}]` : `M[${r} * ${d}u + j]`);
+  const m = (r: string) => (trans ? `M[mo + j * ${d}u + ${r}]` : `M[mo + ${r} * ${d}u + j]`);
+  const per = ceil4(d) * tc;
   const k4 = [0, 1, 2, 3];
   const stores: string[] = [];
   for (const r of k4) {
     for (const q of k4) {
       stores.push(
-        `if (i0 + ${r}u < ${d}u && c0 + ${q}u < ${cols}u) { Y[cb${q} + (i0 + ${r}u) * ${b}u] = y${r}[${q}]; }`,
+        `if (i0 + ${r}u < ${d}u && c0 + ${q}u < ${cols}u) { Y[xo + cb${q} + (i0 + ${r}u) * ${b}u] = y${r}[${q}]; }`,
       );
     }
   }
@@ -191,9 +205,12 @@ ${head(PSGD_WG)}
     name,
     code: `${decls}
 ${head(PSGD_WG)}
-  if (i >= ${ceil4(d) * tc}u) { return; }
-  let c0 = (i % ${tc}u) * 4u;
-  let i0 = (i / ${tc}u) * 4u;
+  if (i >= ${g * per}u) { return; }
+  let xo = (i / ${per}u) * ${n}u;
+  let mo = (i / ${per}u) * ${d * d}u;
+  let li = i % ${per}u;
+  let c0 = (li % ${tc}u) * 4u;
+  let i0 = (li / ${tc}u) * 4u;
   ${k4.map((q) => `let cb${q} = ${colBase(`min(c0 + ${q}u, ${cols - 1}u)`, d, b)};`).join("\n  ")}
   ${k4.map((r) => `let ri${r} = min(i0 + ${r}u, ${d - 1}u);`).join("\n  ")}
   var y0 = vec4f(0.0);
@@ -201,7 +218,7 @@ ${head(PSGD_WG)}
   var y2 = vec4f(0.0);
   var y3 = vec4f(0.0);
   for (var j = ${lo}; j <= ${hi}; j++) {
-    let o = j * ${b}u;
+    let o = xo + j * ${b}u;
     let xv = vec4f(X[cb0 + o], X[cb1 + o], X[cb2 + o], X[cb3 + o]);
     ${k4.map((r) => `y${r} = fma(vec4f(${m(`ri${r}`)}), xv, y${r});`).join("\n    ")}
   }
@@ -218,6 +235,8 @@ export interface GramConfig {
   chunks: number;
   /** Only the diagonal (SqSum_k), for diagonal factors. */
   diag: boolean;
+  /** Stacked members, each with its own Grams (default 1). */
+  g?: number;
 }
 
 /** Parallel partial sums per chunk: rows (diagonal) or upper 4×4 tiles of the d×d Gram. */
@@ -234,28 +253,30 @@ export function gramChunks(a: number, d: number, b: number, diag: boolean): numb
 }
 
 export function gramInvocations(c: GramConfig): number {
-  return c.chunks * gramUnits(c.d, c.diag);
+  return (c.g ?? 1) * c.chunks * gramUnits(c.d, c.diag);
 }
 
 /**
  * Split-K partial Grams of A and B along one axis, already combined: pe = Σ A_i A_j − B_i B_j and
- * ps = Σ A_i A_j + B_i B_j, laid out [chunk, i, j] (every j ≥ i is written) or [chunk, i] when diag.
+ * ps = Σ A_i A_j + B_i B_j, laid out [member, chunk, i, j] (every j ≥ i is written) or [member, chunk, i] when diag.
  * Dense: one 4×4 tile (tiles on or above the diagonal) per invocation, 32 FMAs per 16 loads.
  */
 export function psgdGramKernel(c: GramConfig): Kernel {
   const { a, d, b, chunks } = c;
+  const g = c.g ?? 1;
   const cols = a * b;
   const len = Math.ceil(cols / chunks);
   const units = gramUnits(d, c.diag);
-  const name = `psgd_gram${c.diag ? "_diag" : ""}_${a}x${d}x${b}_c${chunks}`;
+  const name = `psgd_gram${c.diag ? "_diag" : ""}_${a}x${d}x${b}_c${chunks}${members(g)}`;
   const pre = `@group(0) @binding(0) var<storage, read> A: array<f32>;
 @group(0) @binding(1) var<storage, read> B: array<f32>;
 @group(0) @binding(2) var<storage, read_write> pe: array<f32>;
 @group(0) @binding(3) var<storage, read_write> ps: array<f32>;
 ${head(PSGD_WG)}
-  if (i >= ${chunks * units}u) { return; }
+  if (i >= ${g * chunks * units}u) { return; }
   let u = i % ${units}u;
-  let c = i / ${units}u;
+  let c = (i / ${units}u) % ${chunks}u;
+  let xo = (i / ${chunks * units}u) * ${a * d * b}u;
   let end = min(${cols}u, (c + 1u) * ${len}u);`;
   if (c.diag) {
     return {
@@ -264,7 +285,7 @@ ${head(PSGD_WG)}
   var ta = 0.0;
   var tb = 0.0;
   for (var col = c * ${len}u; col < end; col++) {
-    let o = ${colBase("col", d, b)} + u * ${b}u;
+    let o = xo + ${colBase("col", d, b)} + u * ${b}u;
     ta = fma(A[o], A[o], ta);
     tb = fma(B[o], B[o], tb);
   }
@@ -280,7 +301,7 @@ ${head(PSGD_WG)}
   for (const r of k4) {
     for (const s of k4) {
       stores.push(`if (r0 + ${r}u < ${d}u && s0 + ${s}u < ${d}u) {
-    let w = c * ${d * d}u + (r0 + ${r}u) * ${d}u + s0 + ${s}u;
+    let w = (i / ${units}u) * ${d * d}u + (r0 + ${r}u) * ${d}u + s0 + ${s}u;
     pe[w] = ta${r}[${s}] - tb${r}[${s}];
     ps[w] = ta${r}[${s}] + tb${r}[${s}];
   }`);
@@ -296,7 +317,7 @@ ${head(PSGD_WG)}
   ${k4.map((k) => `let ss${k} = min(s0 + ${k}u, ${d - 1}u) * ${b}u;`).join("\n  ")}
   ${k4.map((k) => `var ta${k} = vec4f(0.0);\n  var tb${k} = vec4f(0.0);`).join("\n  ")}
   for (var col = c * ${len}u; col < end; col++) {
-    let o = ${colBase("col", d, b)};
+    let o = xo + ${colBase("col", d, b)};
     let ar = ${load("A", "rr")};
     let as_ = ${load("A", "ss")};
     let br = ${load("B", "rr")};
@@ -317,21 +338,27 @@ ${head(PSGD_WG)}
  * full Grams T1, T2 ("grams"). Diagonal factors keep e = t1 − t2, s = t1 + t2 as vectors.
  */
 export function psgdGramFinishKernel(
-  c: { d: number; chunks: number; diag: boolean; from: "partials" | "grams" },
+  c: { d: number; chunks: number; diag: boolean; from: "partials" | "grams"; g?: number },
 ): Kernel {
   const { d, chunks } = c;
+  const g = c.g ?? 1;
   const outs = c.diag ? d : d * d;
+  // li: the output within its member; inputs are [member, chunk, outs] partials or [member, d, d] Grams.
+  const at = `let li = i % ${outs}u;
+  let base = (i / ${outs}u) * ${c.from === "grams" ? outs : chunks * outs}u;`;
   let body: string;
   if (c.from === "grams") {
-    body = `let r = i / ${d}u; let s = i % ${d}u;
-  let lo = min(r, s) * ${d}u + max(r, s);
+    body = `${at}
+  let r = li / ${d}u; let s = li % ${d}u;
+  let lo = base + min(r, s) * ${d}u + max(r, s);
   E[i] = select(0.0, X1[i] - X2[i], s >= r);
   S[i] = X1[lo] + X2[lo];`;
   } else {
-    const src = c.diag ? "let src = i;" : `let r = i / ${d}u; let s = i % ${d}u;
-  let src = min(r, s) * ${d}u + max(r, s);`;
+    const src = c.diag ? "let src = base + li;" : `let r = li / ${d}u; let s = li % ${d}u;
+  let src = base + min(r, s) * ${d}u + max(r, s);`;
     const eOut = c.diag ? "E[i] = e;" : "E[i] = select(0.0, e, s >= r);";
-    body = `${src}
+    body = `${at}
+  ${src}
   var e = 0.0;
   var t = 0.0;
   for (var k = 0u; k < ${chunks}u; k++) { e += X1[k * ${outs}u + src]; t += X2[k * ${outs}u + src]; }
@@ -339,13 +366,13 @@ export function psgdGramFinishKernel(
   S[i] = t;`;
   }
   return {
-    name: `psgd_gram_finish_${c.from}${c.diag ? "_diag" : ""}_${d}_c${chunks}`,
+    name: `psgd_gram_finish_${c.from}${c.diag ? "_diag" : ""}_${d}_c${chunks}${members(g)}`,
     code: `@group(0) @binding(0) var<storage, read> X1: array<f32>;
 @group(0) @binding(1) var<storage, read> X2: array<f32>;
 @group(0) @binding(2) var<storage, read_write> E: array<f32>;
 @group(0) @binding(3) var<storage, read_write> S: array<f32>;
 ${head(PSGD_WG)}
-  if (i >= ${outs}u) { return; }
+  if (i >= ${g * outs}u) { return; }
   ${body}
 }`,
   };
@@ -360,24 +387,31 @@ const TREE = (op: (a: string, b: string) => string) =>
 
 const WG1_HEAD = `var<workgroup> red: array<f32, ${PSGD_WG1}>;
 @compute @workgroup_size(${PSGD_WG1})
-fn main(@builtin(local_invocation_index) lid: u32) {`;
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3u) {`;
 
 /**
  * ℓ = max(lb(S), TINY) into ell[slot] (§2.3, "lb"): μ = max|S|, j* = argmax column norm of S/μ,
- * y = Ŝᵀ Ŝ[:, j*] normalised, ℓ = μ‖Ŝ y‖. One workgroup; y lives in the scratch buffer.
+ * y = Ŝᵀ Ŝ[:, j*] normalised, ℓ = μ‖Ŝ y‖. One workgroup per member (dispatch g); y lives in the scratch
+ * buffer (d per member); `stride` is the members' factor count K.
  */
-export function psgdNormKernel(c: { d: number; slot: number }): Kernel {
+export function psgdNormKernel(c: { d: number; slot: number; g?: number; stride?: number }): Kernel {
   const { d } = c;
+  const g = c.g ?? 1;
   const W = PSGD_WG1;
+  const dd = d * d;
+  // S and y addressed through the member's offset, written as S_(e) / y_(j) below.
+  const S = (e: string) => `S[so + ${e}]`;
   return {
-    name: `psgd_lb_${d}_s${c.slot}`,
+    name: `psgd_lb_${d}_s${c.slot}${members(g, c.stride ?? 1)}`,
     code: `@group(0) @binding(0) var<storage, read> S: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @group(0) @binding(2) var<storage, read_write> ell: array<f32>;
 var<workgroup> arg: array<u32, ${W}>;
 ${WG1_HEAD}
+  let so = wid.x * ${dd}u;
+  let yo = wid.x * ${d}u;
   var m = 0.0;
-  for (var e = lid; e < ${d * d}u; e += ${W}u) { m = max(m, abs(S[e])); }
+  for (var e = lid; e < ${dd}u; e += ${W}u) { m = max(m, abs(${S("e")})); }
   red[lid] = m;
   ${TREE((a, b) => `max(${a}, ${b})`)}
   let mu = red[0];
@@ -387,7 +421,7 @@ ${WG1_HEAD}
   var bj = 0u;
   for (var j = lid; j < ${d}u; j += ${W}u) {
     var cs = 0.0;
-    for (var r = 0u; r < ${d}u; r++) { let v = S[r * ${d}u + j] * inv; cs = fma(v, v, cs); }
+    for (var r = 0u; r < ${d}u; r++) { let v = ${S(`r * ${d}u + j`)} * inv; cs = fma(v, v, cs); }
     if (cs > best) { best = cs; bj = j; }
   }
   red[lid] = best;
@@ -406,8 +440,10 @@ ${WG1_HEAD}
   var ny = 0.0;
   for (var j = lid; j < ${d}u; j += ${W}u) {
     var acc = 0.0;
-    for (var r = 0u; r < ${d}u; r++) { acc = fma(S[r * ${d}u + j] * inv, S[r * ${d}u + js] * inv, acc); }
-    y[j] = acc;
+    for (var r = 0u; r < ${d}u; r++) { acc = fma(${S(`r * ${d}u + j`)} * inv, ${
+      S(`r * ${d}u + js`)
+    } * inv, acc); }
+    y[yo + j] = acc;
     ny = fma(acc, acc, ny);
   }
   red[lid] = ny;
@@ -418,37 +454,45 @@ ${WG1_HEAD}
   var nz = 0.0;
   for (var r = lid; r < ${d}u; r += ${W}u) {
     var acc = 0.0;
-    for (var j = 0u; j < ${d}u; j++) { acc = fma(S[r * ${d}u + j] * inv, y[j] * rn, acc); }
+    for (var j = 0u; j < ${d}u; j++) { acc = fma(${S(`r * ${d}u + j`)} * inv, y[yo + j] * rn, acc); }
     nz = fma(acc, acc, nz);
   }
   workgroupBarrier();
   red[lid] = nz;
   ${TREE((a, b) => `${a} + ${b}`)}
-  if (lid == 0u) { ell[${c.slot}u] = select(${TINY}, max(mu * sqrt(red[0]), ${TINY}), mu > 0.0); }
+  if (lid == 0u) { ell[wid.x * ${
+      c.stride ?? 1
+    }u + ${c.slot}u] = select(${TINY}, max(mu * sqrt(red[0]), ${TINY}), mu > 0.0); }
 }`,
   };
 }
 
-/** Diagonal factor: ℓ = max(max|s|, TINY), q ← q − (η/ℓ)·e⊙q (one workgroup); ℓ also goes to ell[slot]. */
-export function psgdDiagUpdateKernel(c: { d: number; eta: number; slot: number }): Kernel {
+/**
+ * Diagonal factor: ℓ = max(max|s|, TINY), q ← q − (η/ℓ)·e⊙q (one workgroup per member); ℓ also goes to
+ * ell[member·stride + slot].
+ */
+export function psgdDiagUpdateKernel(
+  c: { d: number; eta: number; slot: number; g?: number; stride?: number },
+): Kernel {
   const { d } = c;
   const W = PSGD_WG1;
   return {
-    name: `psgd_diag_update_${d}_s${c.slot}`,
+    name: `psgd_diag_update_${d}_s${c.slot}${members(c.g ?? 1, c.stride ?? 1)}`,
     code: `@group(0) @binding(0) var<storage, read> e: array<f32>;
 @group(0) @binding(1) var<storage, read> s: array<f32>;
 @group(0) @binding(2) var<storage, read> qctl: array<f32>;
 @group(0) @binding(3) var<storage, read_write> q: array<f32>;
 @group(0) @binding(4) var<storage, read_write> ell: array<f32>;
 ${WG1_HEAD}
+  let o = wid.x * ${d}u;
   var m = 0.0;
-  for (var k = lid; k < ${d}u; k += ${W}u) { m = max(m, abs(s[k])); }
+  for (var k = lid; k < ${d}u; k += ${W}u) { m = max(m, abs(s[o + k])); }
   red[lid] = m;
   ${TREE((a, b) => `max(${a}, ${b})`)}
   let l = max(red[0], ${TINY});
-  if (lid == 0u) { ell[${c.slot}u] = l; }
-  if (qctl[0] == 0.0) { return; }
-  for (var k = lid; k < ${d}u; k += ${W}u) { q[k] = q[k] - (${f32(c.eta)} / l) * e[k] * q[k]; }
+  if (lid == 0u) { ell[wid.x * ${c.stride ?? 1}u + ${c.slot}u] = l; }
+  if (qctl[2u * wid.x] == 0.0) { return; }
+  for (var k = o + lid; k < o + ${d}u; k += ${W}u) { q[k] = q[k] - (${f32(c.eta)} / l) * e[k] * q[k]; }
 }`,
   };
 }
@@ -457,23 +501,25 @@ ${WG1_HEAD}
  * Blocked inverse of an upper-triangular d×d matrix (§6.6 option b), step 1: every diagonal block of `leaf`
  * rows is inverted by back substitution, one column per invocation; entries below the diagonal are zeroed.
  */
-export function psgdTriInvLeafKernel(c: { d: number; leaf: number }): Kernel {
+export function psgdTriInvLeafKernel(c: { d: number; leaf: number; g?: number }): Kernel {
   const { d, leaf } = c;
+  const g = c.g ?? 1;
   return {
-    name: `psgd_triinv_leaf_${d}_l${leaf}`,
+    name: `psgd_triinv_leaf_${d}_l${leaf}${members(g)}`,
     code: `@group(0) @binding(0) var<storage, read> Q: array<f32>;
 @group(0) @binding(1) var<storage, read_write> X: array<f32>;
 ${head(PSGD_WG)}
-  if (i >= ${d}u) { return; }
-  let j = i;
+  if (i >= ${g * d}u) { return; }
+  let j = i % ${d}u;
+  let o = (i / ${d}u) * ${d * d}u;
   let s = (j / ${leaf}u) * ${leaf}u;
-  for (var r = j + 1u; r < ${d}u; r++) { X[r * ${d}u + j] = 0.0; }
-  X[j * ${d}u + j] = 1.0 / Q[j * ${d}u + j];
+  for (var r = j + 1u; r < ${d}u; r++) { X[o + r * ${d}u + j] = 0.0; }
+  X[o + j * ${d}u + j] = 1.0 / Q[o + j * ${d}u + j];
   for (var r = j; r > s; r--) {
     let row = r - 1u;
     var acc = 0.0;
-    for (var l = row + 1u; l <= j; l++) { acc = fma(Q[row * ${d}u + l], X[l * ${d}u + j], acc); }
-    X[row * ${d}u + j] = -acc / Q[row * ${d}u + row];
+    for (var l = row + 1u; l <= j; l++) { acc = fma(Q[o + row * ${d}u + l], X[o + l * ${d}u + j], acc); }
+    X[o + row * ${d}u + j] = -acc / Q[o + row * ${d}u + row];
   }
 }`,
   };
@@ -495,9 +541,9 @@ export type TriForm =
 
 export const TRI_TILE = 4;
 
-/** Invocations of a TriForm kernel (one per 4×4 tile). */
-export function triInvocations(d: number): number {
-  return Math.ceil(d / TRI_TILE) ** 2;
+/** Invocations of a TriForm kernel (one per 4×4 tile of each member). */
+export function triInvocations(d: number, g = 1): number {
+  return g * Math.ceil(d / TRI_TILE) ** 2;
 }
 
 interface TriParts {
@@ -511,7 +557,8 @@ interface TriParts {
   epilogue: string;
 }
 
-function triParts(d: number, f: TriForm): TriParts {
+/** The parts of one TriForm; every matrix access is offset by the member's `o`, its ℓ at ell[mem·stride + slot]. */
+function triParts(d: number, f: TriForm, stride: number): TriParts {
   const rw = (k: number, n: string) => `@group(0) @binding(${k}) var<storage, read_write> ${n}: array<f32>;`;
   const ro = (k: number, n: string) => `@group(0) @binding(${k}) var<storage, read> ${n}: array<f32>;`;
   const last = `${d - 1}u`;
@@ -523,44 +570,44 @@ function triParts(d: number, f: TriForm): TriParts {
     case "update":
       return {
         decls: [ro(0, "Q"), ro(1, "E"), ro(2, "ell"), ro(3, "qctl"), rw(4, "Out")],
-        a: (r, l) => `E[${r} * ${d}u + ${l}]`,
-        b: (l, s) => `Q[${l} * ${d}u + ${s}]`,
+        a: (r, l) => `E[o + ${r} * ${d}u + ${l}]`,
+        b: (l, s) => `Q[o + ${l} * ${d}u + ${s}]`,
         lo: "r0",
         hi: `min(s0 + 3u, ${last})`,
-        prologue: `let c = ${f32(f.eta)} / ell[${f.slot}u];
-  let go = qctl[0] != 0.0;`,
-        epilogue: `let q = Q[r * ${d}u + s];
-    Out[r * ${d}u + s] = select(0.0, select(q, q - c * acc, go), s >= r);`,
+        prologue: `let c = ${f32(f.eta)} / ell[mem * ${stride}u + ${f.slot}u];
+  let go = qctl[2u * mem] != 0.0;`,
+        epilogue: `let q = Q[o + r * ${d}u + s];
+    Out[o + r * ${d}u + s] = select(0.0, select(q, q - c * acc, go), s >= r);`,
       };
     case "cache":
       return {
         decls: [ro(0, "Q"), ro(1, "qctl"), rw(2, "C")],
-        a: (r, l) => `Q[${l} * ${d}u + ${r}]`,
-        b: (l, s) => `Q[${l} * ${d}u + ${s}]`,
+        a: (r, l) => `Q[o + ${l} * ${d}u + ${r}]`,
+        b: (l, s) => `Q[o + ${l} * ${d}u + ${s}]`,
         lo: "0u",
         hi: `min(min(r0, s0) + 3u, ${last})`,
-        prologue: `if (qctl[0] == 0.0) { return; }`,
-        epilogue: `C[r * ${d}u + s] = acc;`,
+        prologue: `if (qctl[2u * mem] == 0.0) { return; }`,
+        epilogue: `C[o + r * ${d}u + s] = acc;`,
       };
     case "inv0":
       return {
         decls: [ro(0, "Q"), rw(1, "X"), rw(2, "T")],
-        a: (r, l) => `Q[${r} * ${d}u + ${l}]`,
-        b: (l, s) => `X[${l} * ${d}u + ${s}]`,
+        a: (r, l) => `Q[o + ${r} * ${d}u + ${l}]`,
+        b: (l, s) => `X[o + ${l} * ${d}u + ${s}]`,
         lo: "mid",
         hi: `min(s0 + 3u, ${last})`,
         prologue: block(f.h),
-        epilogue: `T[r * ${d}u + s] = acc;`,
+        epilogue: `T[o + r * ${d}u + s] = acc;`,
       };
     case "inv1":
       return {
         decls: [rw(0, "X"), rw(1, "T")],
-        a: (r, l) => `X[${r} * ${d}u + ${l}]`,
-        b: (l, s) => `T[${l} * ${d}u + ${s}]`,
+        a: (r, l) => `X[o + ${r} * ${d}u + ${l}]`,
+        b: (l, s) => `T[o + ${l} * ${d}u + ${s}]`,
         lo: "r0",
         hi: "mid - 1u",
         prologue: block(f.h),
-        epilogue: `X[r * ${d}u + s] = -acc;`,
+        epilogue: `X[o + r * ${d}u + s] = -acc;`,
       };
   }
 }
@@ -570,11 +617,11 @@ function triParts(d: number, f: TriForm): TriParts {
  * tile; the extra terms are products with exact zeros of the triangular operands, so they change nothing.
  * Rows and columns past d are clamped for loading and never stored.
  */
-export function psgdTriKernel(d: number, f: TriForm): Kernel {
+export function psgdTriKernel(d: number, f: TriForm, g = 1, stride = 1): Kernel {
   if ((f.kind === "inv0" || f.kind === "inv1") && f.h % TRI_TILE !== 0) {
     throw new Error(`psgdTriKernel: block size ${f.h} is not a multiple of ${TRI_TILE}`);
   }
-  const p = triParts(d, f);
+  const p = triParts(d, f, stride);
   const T = Math.ceil(d / TRI_TILE);
   const idx = [0, 1, 2, 3];
   const stores: string[] = [];
@@ -590,12 +637,15 @@ export function psgdTriKernel(d: number, f: TriForm): Kernel {
   }
   const tag = f.kind === "update" ? `_s${f.slot}` : f.kind === "cache" ? "" : `_h${f.h}`;
   return {
-    name: `psgd_tri_${f.kind}_${d}${tag}`,
+    name: `psgd_tri_${f.kind}_${d}${tag}${members(g, f.kind === "update" ? stride : undefined)}`,
     code: `${p.decls.join("\n")}
 ${head(PSGD_WG)}
-  if (i >= ${T * T}u) { return; }
-  let r0 = (i / ${T}u) * 4u;
-  let s0 = (i % ${T}u) * 4u;
+  if (i >= ${g * T * T}u) { return; }
+  let mem = i / ${T * T}u;
+  let o = mem * ${d * d}u;
+  let li = i % ${T * T}u;
+  let r0 = (li / ${T}u) * 4u;
+  let s0 = (li % ${T}u) * 4u;
   ${p.prologue}
   ${idx.map((k) => `let rr${k} = min(r0 + ${k}u, ${d - 1}u);`).join("\n  ")}
   ${idx.map((k) => `let ss${k} = min(s0 + ${k}u, ${d - 1}u);`).join("\n  ")}
@@ -613,47 +663,54 @@ ${head(PSGD_WG)}
 }
 
 /** Diagonal cache refresh c = q², where the update was live. */
-export function psgdDiagCacheKernel(d: number): Kernel {
+export function psgdDiagCacheKernel(d: number, g = 1): Kernel {
   return {
-    name: `psgd_cache_diag_${d}`,
+    name: `psgd_cache_diag_${d}${members(g)}`,
     code: `@group(0) @binding(0) var<storage, read> Q: array<f32>;
 @group(0) @binding(1) var<storage, read> qctl: array<f32>;
 @group(0) @binding(2) var<storage, read_write> C: array<f32>;
 ${head(PSGD_WG)}
-  if (i >= ${d}u || qctl[0] == 0.0) { return; }
+  if (i >= ${g * d}u || qctl[2u * (i / ${d}u)] == 0.0) { return; }
   C[i] = Q[i] * Q[i];
 }`,
   };
 }
 
-/** out[slot] = max|x| over n values (one workgroup). */
-export function psgdAbsMaxKernel(c: { n: number; slot: number }): Kernel {
+/** out[member·stride + slot] = max|x| over each member's n values (one workgroup per member). */
+export function psgdAbsMaxKernel(c: { n: number; slot: number; g?: number; stride?: number }): Kernel {
   return {
-    name: `psgd_absmax_${c.n}_s${c.slot}`,
+    name: `psgd_absmax_${c.n}_s${c.slot}${members(c.g ?? 1, c.stride ?? 1)}`,
     code: `@group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 ${WG1_HEAD}
   var m = 0.0;
-  for (var k = lid; k < ${c.n}u; k += ${PSGD_WG1}u) { m = max(m, abs(x[k])); }
+  let o = wid.x * ${c.n}u;
+  for (var k = o + lid; k < o + ${c.n}u; k += ${PSGD_WG1}u) { m = max(m, abs(x[k])); }
   red[lid] = m;
   ${TREE((a, b) => `max(${a}, ${b})`)}
-  if (lid == 0u) { out[${c.slot}u] = red[0]; }
+  if (lid == 0u) { out[wid.x * ${c.stride ?? 1}u + ${c.slot}u] = red[0]; }
 }`,
   };
 }
 
-/** Balancing (§2.3.5): Q_k ← Q_k·γ/n_k with γ the geometric mean of the K max-abs values n. */
-export function psgdBalanceKernel(c: { n: number; factors: number; slot: number }): Kernel {
-  const logs = Array.from({ length: c.factors }, (_, k) => `log(norms[${k}u])`).join(" + ");
+/**
+ * Balancing (§2.3.5): Q_k ← Q_k·γ/n_k with γ the geometric mean of the K max-abs values n (per member, whose
+ * K values start at norms[member·K]).
+ */
+export function psgdBalanceKernel(c: { n: number; factors: number; slot: number; g?: number }): Kernel {
+  const g = c.g ?? 1;
+  const logs = Array.from({ length: c.factors }, (_, k) => `log(norms[nb + ${k}u])`).join(" + ");
   return {
-    name: `psgd_balance_${c.n}_k${c.factors}_s${c.slot}`,
+    name: `psgd_balance_${c.n}_k${c.factors}_s${c.slot}${members(g)}`,
     code: `@group(0) @binding(0) var<storage, read_write> q: array<f32>;
 @group(0) @binding(1) var<storage, read> norms: array<f32>;
 @group(0) @binding(2) var<storage, read> qctl: array<f32>;
 ${head(PSGD_WG)}
-  if (i >= ${c.n}u || qctl[0] == 0.0) { return; }
+  let mem = i / ${c.n}u;
+  if (i >= ${g * c.n}u || qctl[2u * mem] == 0.0) { return; }
+  let nb = mem * ${c.factors}u;
   let gm = exp((${logs}) / ${f32(c.factors)});
-  q[i] = q[i] * (gm / norms[${c.slot}u]);
+  q[i] = q[i] * (gm / norms[nb + ${c.slot}u]);
 }`,
   };
 }

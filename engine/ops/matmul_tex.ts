@@ -35,6 +35,8 @@ export interface TexRule {
   rm: number;
   rn: number;
   minWork: number;
+  /** And at least this many outputs per batch entry (m·n); default 0. */
+  minOutputs?: number;
   note: string;
 }
 
@@ -49,7 +51,10 @@ export interface TexRule {
  * `default` solver step takes 0.88 s against 1.03 s, for a cold first step of 18.5 s against 8.3 s (Mesa's
  * shader cache keeps the pipelines across processes, so a machine pays that once). So 16×16 from 2^24
  * multiply-adds, 8×8 from 2^18; below, the storage kernels stay (their pipelines compile faster and the work
- * is small). GPUs read storage buffers at full speed: no rules, no textures.
+ * is small). Small outputs with a long contraction (PSGD's Grams, 8 × 64×576·576×64) leave 16×16 too few
+ * invocations: 5.2 ms against 2.7 at 8×8 (Zen 5), so 16×16 also needs 2^13 outputs per matrix (the attention
+ * values product, 32 × 320×320·320×32: 12.5 ms against 14.1; 256×576·576×256: 3.2 against 4.3). GPUs read
+ * storage buffers at full speed: no rules, no textures.
  */
 export const MATMUL_TEX_RULES = adapterTable<readonly TexRule[]>({
   lavapipe: [
@@ -57,6 +62,7 @@ export const MATMUL_TEX_RULES = adapterTable<readonly TexRule[]>({
       rm: 16,
       rn: 16,
       minWork: 2 ** 24,
+      minOutputs: 2 ** 13,
       note: "1024³ 15.3 GFLOP/s (Zen 1); 2560×128×512 39.5 (Zen 5); compiles in 1.4–10 s a shape",
     },
     { rm: 8, rn: 8, minWork: 2 ** 18, note: "1024³ 9.9 GFLOP/s; compiles in ~0.5–1.5 s per shape" },
@@ -143,7 +149,7 @@ export function matmulTexTile(p: MatmulTexProblem): TexRule | null {
   const all = rules.length ? rules : MATMUL_TEX_RULES.for("lavapipe");
   if (forcedRule) return forcedRule;
   // Forced on (tests), the smallest rule serves any size.
-  const fit = all.find((r) => p.batch * p.m * p.n * p.k >= r.minWork);
+  const fit = all.find((r) => p.batch * p.m * p.n * p.k >= r.minWork && p.m * p.n >= (r.minOutputs ?? 0));
   return fit ?? (enabled ? all[all.length - 1] : null);
 }
 

@@ -15,7 +15,14 @@ import { noGrad } from "../autograd.ts";
 import { Generator } from "../random.ts";
 import { copyBuffer, dispatch, grid1d, releaseBuffer, uniformBuffer } from "../runtime.ts";
 import { scope, type Shape, shapeStr, Tensor } from "../tensor.ts";
-import { applyCaches, applyFactors, type Slot, type UpdateContext, updateFactors } from "./psgd_update.ts";
+import {
+  applyCaches,
+  applyFactors,
+  type Slot,
+  stackTensors,
+  type UpdateContext,
+  updateFactors,
+} from "./psgd_update.ts";
 import { HEAVYBALL_SCHEDULE_SEED, lolaUpdateProbability, scheduleDraw } from "./psgd_schedule.ts";
 import type { Optimizer, StepOptions } from "./optimizer.ts";
 
@@ -57,6 +64,12 @@ export interface PSGDKronOptions {
   inverseLeaf?: number;
   /** Inject the probe V for parameter `index` (tests); undefined → drawn on the GPU. */
   probes?: (index: number, shape: Shape) => Tensor | undefined;
+  /**
+   * Update the factors of same-shape tensors together, one dispatch per stage for the group (default true):
+   * the same arithmetic per tensor, far fewer dispatches. The draws of the probes and the damping noise then
+   * come per group, so a run's random stream differs from one with `false` (which updates tensor by tensor).
+   */
+  groupUpdates?: boolean;
 }
 
 /** The same options as every optimizer's step. */
@@ -83,6 +96,7 @@ const DEFAULTS: Omit<Resolved, "lr"> = {
   zeroGradGuard: true,
   seed: 0,
   inverseLeaf: 32,
+  groupUpdates: true,
 };
 
 /** Which axes get a dense triangular factor (spec §1.2). */
@@ -138,6 +152,7 @@ export class PSGDKron implements Optimizer {
     });
     return {
       param: p,
+      index: i,
       key: p.name ?? String(i),
       shape,
       m: persistent(new Float32Array(p.size), p.shape),
@@ -159,7 +174,9 @@ export class PSGDKron implements Optimizer {
         dispatch(psgdControlKernel(), [this.counters.buffer, this.live.buffer, gn.buffer, ctl], [1]);
         releaseBuffer(ctl);
         const hyper = uniformBuffer(new Float32Array([o.lr ?? this.opts.lr, weightDecay, 0, 0]));
-        this.slots.forEach((s, i) => {
+        // Tensors whose factors update this step, grouped by shape, factor layout and balancing.
+        const due = new Map<string, { group: Slot[]; balance: boolean }>();
+        this.slots.forEach((s) => {
           const g = s.param.grad;
           if (!g) return;
           if (g.size !== s.param.size) throw new Error(`PSGDKron: gradient ${shapeStr(g.shape)} of ${s.key}`);
@@ -172,8 +189,16 @@ export class PSGDKron implements Optimizer {
           dispatch(apply, [s.param.buffer, d.buffer, this.live.buffer, hyper], grid1d(n, PSGD_WG));
           d.dispose();
           const dec = this.decide(s);
-          if (dec.update) updateFactors(s, this.context(i, s), dec.balance);
+          if (!dec.update) return;
+          const layout = s.factors.map((f) => (f.dense ? "t" : "d")).join("");
+          const key = this.opts.groupUpdates
+            ? `${s.shape.join("x")}:${layout}:${dec.balance}`
+            : String(s.index);
+          const entry = due.get(key) ?? { group: [], balance: dec.balance };
+          entry.group.push(s);
+          due.set(key, entry);
         });
+        for (const { group, balance } of due.values()) updateFactors(group, this.context(), balance);
         releaseBuffer(hyper);
       })
     );
@@ -186,17 +211,26 @@ export class PSGDKron implements Optimizer {
     return { update, balance: update && this.draw.r < this.opts.balanceProbability };
   }
 
-  private context(i: number, s: Slot): UpdateContext {
+  private context(): UpdateContext {
     const o = this.opts;
-    const n = s.param.size;
+    const probe = (group: Slot[]) => {
+      const given = o.probes && group.map((s) => o.probes!(s.index, s.shape));
+      if (!given?.every((t) => t)) {
+        given?.forEach((t) => t?.dispose());
+        return this.gen.normal([group.length * group[0].param.size]);
+      }
+      const out = stackTensors(given as Tensor[]);
+      if (out !== given[0]) { for (const t of given) t!.dispose(); }
+      return out;
+    };
     return {
       eta: o.preconditionerLr,
       staleCache: o.staleCache,
       zeroGradGuard: o.zeroGradGuard,
       inverseLeaf: o.inverseLeaf,
       live: this.live,
-      noise: o.dampingNoise ? () => this.gen.normal([n]) : null,
-      probe: () => o.probes?.(i, s.shape) ?? this.gen.normal([n]),
+      noise: o.dampingNoise ? (size) => this.gen.normal([size]) : null,
+      probe,
     };
   }
 

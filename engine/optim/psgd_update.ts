@@ -1,7 +1,8 @@
 /**
  * The per-tensor GPU pipeline of PSGD-Kron: P·x from the caches or the factors, and one preconditioner update
  * (spec/psgd.md §2.3: damping, A and B, per-axis Grams, lb-normalised triangular step, then balancing §2.3.5
- * and the cache refresh §1.5). Encodes dispatches only; every state write is guarded on the GPU by `qctl[0]`.
+ * and the cache refresh §1.5), for one tensor or a group of same-shape tensors at once. Encodes dispatches
+ * only; every state write is guarded on the GPU by its tensor's flag in `qctl`.
  */
 import {
   PSGD_WG,
@@ -32,6 +33,8 @@ export interface Factor {
 
 export interface Slot {
   param: Tensor;
+  /** Position in the optimizer's parameter list. */
+  index: number;
   key: string;
   /** The parameter's shape; a 0-d tensor is treated as [1]. */
   shape: number[];
@@ -51,10 +54,10 @@ export interface UpdateContext {
   inverseLeaf: number;
   /** [go, clip scale, w_t] of the current step. */
   live: Tensor;
-  /** Damping noise Z, or null for none. */
-  noise: (() => Tensor) | null;
-  /** Probe V ~ N(0, 1); the tensor is consumed. */
-  probe: () => Tensor;
+  /** Damping noise Z of `size` values (all members at once), or null for none. */
+  noise: ((size: number) => Tensor) | null;
+  /** Probes V ~ N(0, 1) of the members, stacked (`stackTensors`); the tensor is consumed. */
+  probe: (group: Slot[]) => Tensor;
 }
 
 /** u ×_1 C_1 ⋯ ×_K C_K with the cached factors (a new flat tensor). */
@@ -81,23 +84,57 @@ export function applyFactors(s: Slot, x: Tensor): Tensor {
   return y;
 }
 
-/** One factor update on the slot's momentum, then (optionally) balancing and the cache refresh. */
-export function updateFactors(s: Slot, c: UpdateContext, balance: boolean): void {
-  const { shape, factors } = s;
-  const n = s.param.size;
-  const ss = sum(map([s.m], "in0 * in0", "psgd_sq"));
-  const qctl = Tensor.empty([2]);
-  dispatch(psgdUpdateControlKernel(n, c.zeroGradGuard), [ss.buffer, c.live.buffer, qctl.buffer], [1]);
+/** Same-size tensors back to back in a new tensor (one is returned as it is: the caller keeps both cases apart). */
+export function stackTensors(ts: Tensor[]): Tensor {
+  if (ts.length === 1) return ts[0];
+  const out = Tensor.empty([ts.length * ts[0].size]);
+  ts.forEach((t, i) => copyBuffer(t.buffer, 0, out.buffer, i * t.byteSize, t.byteSize));
+  return out;
+}
+
+/**
+ * One factor update of a group of same-shape, same-layout slots (one slot is a group of one), then (optionally)
+ * balancing and the cache refresh. A group of g > 1 works on stacked copies of the members' state, one dispatch
+ * per stage for all of them, and copies the factors, caches and normalisers back: the per-stage dispatch cost
+ * dominates the small factors' updates on lavapipe. Each member keeps its own guard, σ and normalisers.
+ */
+export function updateFactors(group: Slot[], c: UpdateContext, balance: boolean): void {
+  const g = group.length;
+  const { shape, factors } = group[0];
+  const n = group[0].param.size;
+  const K = factors.length;
+  const ids = group.map((s) => s.key).join(", ");
+  for (const s of group) {
+    if (s.shape.join() !== shape.join() || s.factors.some((f, k) => f.dense !== factors[k].dense)) {
+      throw new Error(`updateFactors: group members ${ids} differ in shape or factor layout`);
+    }
+  }
+  const stacked = new Set<Tensor>();
+  const stack = (ts: Tensor[]): Tensor => {
+    const out = stackTensors(ts);
+    if (out !== ts[0]) stacked.add(out);
+    return out;
+  };
+  const m = stack(group.map((s) => s.m));
+  const q = factors.map((_, k) => stack(group.map((s) => s.factors[k].q)));
+  const cache = factors.map((_, k) => stack(group.map((s) => s.factors[k].cache)));
+  const ell = g === 1 ? group[0].ell : Tensor.empty([g * K]);
+  const sq = map([m], "in0 * in0", "psgd_sq");
+  const rows = sq.view([g, n]);
+  const ss = sum(rows, 1);
+  for (const t of [sq, rows]) t.dispose();
+  const qctl = Tensor.empty([2 * g]);
+  dispatch(psgdUpdateControlKernel(n, c.zeroGradGuard, g), [ss.buffer, c.live.buffer, qctl.buffer], [1]);
   ss.dispose();
-  let a = s.m;
+  let a = m;
   if (c.noise) {
-    const z = c.noise();
-    a = Tensor.empty([n]);
-    dispatch(psgdNoiseKernel(n), [s.m.buffer, z.buffer, qctl.buffer, a.buffer], grid1d(n, PSGD_WG));
+    const z = c.noise(g * n);
+    a = Tensor.empty([g * n]);
+    dispatch(psgdNoiseKernel(n, g), [m.buffer, z.buffer, qctl.buffer, a.buffer], grid1d(g * n, PSGD_WG));
     z.dispose();
   }
-  let b = c.probe();
-  const mine = new Set([a === s.m ? null : a, b]);
+  let b = c.probe(group);
+  const mine = new Set([a === m ? null : a, b]);
   const swap = (x: Tensor, y: Tensor) => {
     if (mine.has(x)) x.dispose();
     mine.add(y);
@@ -106,63 +143,93 @@ export function updateFactors(s: Slot, c: UpdateContext, balance: boolean): void
   // A = G̃ ×_k Q_k and B = V ×_k Q_k^{-T} over all axes, all from the old factors.
   factors.forEach((f, k) => {
     if (f.dense) {
-      a = swap(a, modeProduct(a, shape, k, f.q, "mm", true));
-      const inv = triuInverse(f.q, f.d, c.inverseLeaf);
-      b = swap(b, modeProduct(b, shape, k, inv, "mmT", true));
+      a = swap(a, modeProduct(a, shape, k, q[k], "mm", true, g));
+      const inv = triuInverse(q[k], f.d, c.inverseLeaf, g);
+      b = swap(b, modeProduct(b, shape, k, inv, "mmT", true, g));
       inv.dispose();
     } else {
-      a = swap(a, modeProduct(a, shape, k, f.q, "mul"));
-      b = swap(b, modeProduct(b, shape, k, f.q, "div"));
+      a = swap(a, modeProduct(a, shape, k, q[k], "mul", false, g));
+      b = swap(b, modeProduct(b, shape, k, q[k], "div", false, g));
     }
   });
-  if (c.staleCache) refreshCaches(s, qctl, c.staleCache, true);
+  if (c.staleCache) refreshCaches(factors, q, cache, qctl, g, true, true);
   factors.forEach((f, k) => {
-    const { e, s: sm } = grams(a, b, shape, k, !f.dense);
+    const { e, s: sm } = grams(a, b, shape, k, !f.dense, g);
     if (f.dense) {
-      const y = Tensor.empty([f.d]);
-      dispatch(psgdNormKernel({ d: f.d, slot: k }), [sm.buffer, y.buffer, s.ell.buffer], [1]);
-      const qn = Tensor.empty([f.d * f.d]);
-      const upd = psgdTriKernel(f.d, { kind: "update", eta: c.eta, slot: k });
-      const bind = [f.q.buffer, e.buffer, s.ell.buffer, qctl.buffer, qn.buffer];
-      dispatch(upd, bind, grid1d(triInvocations(f.d), PSGD_WG));
-      copyBuffer(qn.buffer, 0, f.q.buffer, 0, f.q.byteSize);
-      for (const t of [y, qn]) t.dispose();
+      const y = Tensor.empty([g * f.d]);
+      dispatch(psgdNormKernel({ d: f.d, slot: k, g, stride: K }), [sm.buffer, y.buffer, ell.buffer], [g]);
+      const qn = Tensor.empty([g * f.d * f.d]);
+      const upd = psgdTriKernel(f.d, { kind: "update", eta: c.eta, slot: k }, g, K);
+      const bind = [q[k].buffer, e.buffer, ell.buffer, qctl.buffer, qn.buffer];
+      dispatch(upd, bind, grid1d(triInvocations(f.d, g), PSGD_WG));
+      if (g === 1) {
+        copyBuffer(qn.buffer, 0, q[k].buffer, 0, q[k].byteSize);
+        qn.dispose();
+      } else {
+        q[k].dispose();
+        stacked.delete(q[k]);
+        stacked.add(qn);
+        q[k] = qn;
+      }
+      y.dispose();
     } else {
-      const upd = psgdDiagUpdateKernel({ d: f.d, eta: c.eta, slot: k });
-      dispatch(upd, [e.buffer, sm.buffer, qctl.buffer, f.q.buffer, s.ell.buffer], [1]);
+      const upd = psgdDiagUpdateKernel({ d: f.d, eta: c.eta, slot: k, g, stride: K });
+      dispatch(upd, [e.buffer, sm.buffer, qctl.buffer, q[k].buffer, ell.buffer], [g]);
     }
     e.dispose();
     sm.dispose();
   });
   for (const t of mine) t?.dispose();
-  if (balance && factors.length > 1) balanceFactors(s, qctl);
-  refreshCaches(s, qctl, c.staleCache, false);
+  if (balance && K > 1) balanceFactors(q, qctl, g);
+  refreshCaches(factors, q, cache, qctl, g, c.staleCache, false);
   qctl.dispose();
+  if (g === 1) return;
+  // Back to the members: factors, caches (unchanged where a member's update was skipped) and normalisers.
+  group.forEach((s, i) => {
+    s.factors.forEach((f, k) => {
+      copyBuffer(q[k].buffer, i * f.q.byteSize, f.q.buffer, 0, f.q.byteSize);
+      copyBuffer(cache[k].buffer, i * f.cache.byteSize, f.cache.buffer, 0, f.cache.byteSize);
+    });
+    copyBuffer(ell.buffer, i * s.ell.byteSize, s.ell.buffer, 0, s.ell.byteSize);
+  });
+  ell.dispose();
+  for (const t of stacked) t.dispose();
 }
 
-/** Rescale the factors of a slot to the geometric mean of their max-abs values (P unchanged). */
-function balanceFactors(s: Slot, qctl: Tensor): void {
-  const K = s.factors.length;
-  const norms = Tensor.empty([K]);
-  s.factors.forEach((f, k) => {
-    dispatch(psgdAbsMaxKernel({ n: f.q.size, slot: k }), [f.q.buffer, norms.buffer], [1]);
+/** Rescale each member's factors to the geometric mean of their max-abs values (P unchanged). */
+function balanceFactors(q: Tensor[], qctl: Tensor, g: number): void {
+  const K = q.length;
+  const norms = Tensor.empty([g * K]);
+  q.forEach((t, k) => {
+    const n = t.size / g;
+    dispatch(psgdAbsMaxKernel({ n, slot: k, g, stride: K }), [t.buffer, norms.buffer], [g]);
   });
-  s.factors.forEach((f, k) => {
-    const kern = psgdBalanceKernel({ n: f.q.size, factors: K, slot: k });
-    dispatch(kern, [f.q.buffer, norms.buffer, qctl.buffer], grid1d(f.q.size, PSGD_WG));
+  q.forEach((t, k) => {
+    const kern = psgdBalanceKernel({ n: t.size / g, factors: K, slot: k, g });
+    dispatch(kern, [t.buffer, norms.buffer, qctl.buffer], grid1d(t.size, PSGD_WG));
   });
   norms.dispose();
 }
 
 /**
- * Caches from the current factors, where the update was live. Before the update (`beforeUpdate`) only the
- * dense caches of the stale policy; after it the diagonal ones and, with the fresh policy, the dense ones.
+ * Caches from the current (stacked) factors, where the update was live. Before the update (`beforeUpdate`)
+ * only the dense caches of the stale policy; after it the diagonal ones and, with the fresh policy, the dense
+ * ones.
  */
-function refreshCaches(s: Slot, qctl: Tensor, stale: boolean, beforeUpdate: boolean): void {
-  for (const f of s.factors) {
-    if (beforeUpdate !== (f.dense && stale)) continue;
-    const bind = [f.q.buffer, qctl.buffer, f.cache.buffer];
-    if (f.dense) dispatch(psgdTriKernel(f.d, { kind: "cache" }), bind, grid1d(triInvocations(f.d), PSGD_WG));
-    else dispatch(psgdDiagCacheKernel(f.d), bind, grid1d(f.d, PSGD_WG));
-  }
+function refreshCaches(
+  factors: Factor[],
+  q: Tensor[],
+  cache: Tensor[],
+  qctl: Tensor,
+  g: number,
+  stale: boolean,
+  beforeUpdate: boolean,
+): void {
+  factors.forEach((f, k) => {
+    if (beforeUpdate !== (f.dense && stale)) return;
+    const bind = [q[k].buffer, qctl.buffer, cache[k].buffer];
+    if (f.dense) {
+      dispatch(psgdTriKernel(f.d, { kind: "cache" }, g), bind, grid1d(triInvocations(f.d, g), PSGD_WG));
+    } else dispatch(psgdDiagCacheKernel(f.d, g), bind, grid1d(g * f.d, PSGD_WG));
+  });
 }

@@ -390,6 +390,87 @@ Deno.test("psgd T2: 40-step trajectory of conv, linear and bias tensors matches 
   assert.ok(gap > 1e-4, `fresh and stale caches differ by only ${gap}`);
 });
 
+Deno.test("psgd T2: grouped factor updates equal tensor-by-tensor ones, each member with its own guard", async () => {
+  await gpuReady();
+  // Groups of same-shape tensors through every path of the stacked stages: dense own kernels (d ≤ 32), diagonal
+  // factors, matmul with a = 1 or b = 1 ([40, 34]), narrow middle axes ([2, 36, 3]), a middle axis with b ≥ 32
+  // that a group sends to the own kernel and a single tensor to matmul ([2, 40, 32]), balancing, and a member
+  // whose gradient is zero (its update skipped inside a live group).
+  const shapes = [
+    [40, 34],
+    [40, 34],
+    [2, 36, 3],
+    [2, 36, 3],
+    [2, 40, 32],
+    [2, 40, 32],
+    [5, 4],
+    [5, 4],
+    [5, 4],
+    [7],
+    [
+      7,
+    ],
+  ];
+  const zeroed = 8;
+  const size = (s: number[]) => s.reduce((a, b) => a * b);
+  const g = gaussian(11);
+  const steps = Array.from({ length: 5 }, () => ({
+    grads: shapes.map((s, i) => Float64Array.from({ length: size(s) }, () => (i === zeroed ? 0 : g() * 0.3))),
+    probes: shapes.map((s) => Array.from({ length: size(s) }, () => Math.fround(g()))),
+  }));
+  const run = async (groupUpdates: boolean) => {
+    const params = shapes.map((s, i) => E.Tensor.parameter(f32(randArray(size(s), 80 + i)), s, `p${i}`));
+    let t = 0;
+    const opt = new PSGDKron(params, {
+      lr: 0.02,
+      dampingNoise: false,
+      groupUpdates,
+      schedule: (step) => ({ update: true, balance: step % 2 === 0 }),
+      probes: (i) => upload(steps[t].probes[i]),
+    });
+    for (; t < steps.length; t++) {
+      params.forEach((p, i) => setGrad(p, steps[t].grads[i]));
+      E.scope(() => opt.step());
+    }
+    const out = await Promise.all(params.map(async (p, i) => {
+      const st = opt.slotState(i);
+      return {
+        p: await p.read(),
+        q: await Promise.all(st.q.map((x) => x.read())),
+        cache: await Promise.all(st.cache.map((x) => x.read())),
+        ell: await st.ell.read(),
+      };
+    }));
+    for (const p of params) {
+      p.grad?.dispose();
+      p.dispose();
+    }
+    opt.dispose();
+    return out;
+  };
+  const grouped = await run(true), single = await run(false);
+  const tol = { atol: 1e-6, rtol: 1e-5 };
+  let worst = 0;
+  shapes.forEach((s, i) => {
+    const a = grouped[i], b = single[i];
+    worst = Math.max(worst, assertClose(`param ${i} ${s}`, a.p, b.p, tol));
+    a.q.forEach((q, k) => worst = Math.max(worst, assertClose(`param ${i} Q_${k}`, q, b.q[k], tol)));
+    a.cache.forEach((c, k) =>
+      worst = Math.max(worst, assertClose(`param ${i} cache ${k}`, c, b.cache[k], tol))
+    );
+    assertClose(`param ${i} ℓ`, a.ell, b.ell, tol);
+  });
+  // The zero-gradient member kept its identity factors while its siblings moved.
+  for (const q of grouped[zeroed].q) {
+    assert.deepEqual(Array.from(q), Array.from(R.identity(Math.sqrt(q.length))));
+  }
+  assert.ok(
+    grouped[zeroed - 1].q[0].some((v, j) => v !== R.identity(5)[j]),
+    "the live sibling did not update",
+  );
+  console.log(`  grouped vs tensor by tensor: max abs difference ${worst.toExponential(2)}`);
+});
+
 // ---------------------------------------------------------------------------------------------------------------
 // T3 — whitening fit.
 
@@ -712,7 +793,8 @@ Deno.test("psgd T5: a non-finite gradient norm skips the whole step on the GPU (
 
 Deno.test("psgd T5: stateDict → loadStateDict resumes bit-identically; step() never reads the GPU", async () => {
   await gpuReady();
-  const shapes = [[6, 5], [5]];
+  // Two [6, 5] tensors: their factors update as a group, with the damping noise and probes drawn per group.
+  const shapes = [[6, 5], [5], [6, 5]];
   const init = shapes.map((s, i) => f32(randArray(s.reduce((a, b) => a * b), 70 + i)));
   const make = () => {
     const params = shapes.map((s, i) => E.Tensor.parameter(init[i], s, `p${i}`));
