@@ -147,6 +147,8 @@ export interface ModeConfig {
   upper: boolean;
   /** Stacked members, each with its own M (default 1). */
   g?: number;
+  /** Write Y as [b, d] (the product's axis moves last); needs a = 1. */
+  rotate?: boolean;
 }
 
 const ceil4 = (x: number) => Math.ceil(x / 4);
@@ -169,7 +171,10 @@ export function psgdModeKernel(c: ModeConfig): Kernel {
   const { a, d, b } = c;
   const g = c.g ?? 1;
   const n = a * d * b;
-  const name = `psgd_mode_${c.op}${c.upper ? "_triu" : ""}_${a}x${d}x${b}${members(g)}`;
+  if (c.rotate && a !== 1) throw new Error(`psgdModeKernel: a rotating product needs a = 1, got a = ${a}`);
+  const name = `psgd_mode_${c.op}${c.upper ? "_triu" : ""}_${a}x${d}x${b}${members(g)}${
+    c.rotate ? "_rot" : ""
+  }`;
   const decls = `@group(0) @binding(0) var<storage, read> X: array<f32>;
 @group(0) @binding(1) var<storage, read> M: array<f32>;
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;`;
@@ -179,7 +184,13 @@ export function psgdModeKernel(c: ModeConfig): Kernel {
       code: `${decls}
 ${head(PSGD_WG)}
   if (i >= ${g * n}u) { return; }
-  Y[i] = X[i] ${c.op === "mul" ? "*" : "/"} M[(i / ${n}u) * ${d}u + (i / ${b}u) % ${d}u];
+  ${
+        c.rotate
+          ? `let mem = i / ${n}u;
+  let r = i % ${d}u;
+  Y[i] = X[mem * ${n}u + r * ${b}u + (i % ${n}u) / ${d}u] ${c.op === "mul" ? "*" : "/"} M[mem * ${d}u + r];`
+          : `Y[i] = X[i] ${c.op === "mul" ? "*" : "/"} M[(i / ${n}u) * ${d}u + (i / ${b}u) % ${d}u];`
+      }
 }`,
     };
   }
@@ -197,7 +208,9 @@ ${head(PSGD_WG)}
   for (const r of k4) {
     for (const q of k4) {
       stores.push(
-        `if (i0 + ${r}u < ${d}u && c0 + ${q}u < ${cols}u) { Y[xo + cb${q} + (i0 + ${r}u) * ${b}u] = y${r}[${q}]; }`,
+        `if (i0 + ${r}u < ${d}u && c0 + ${q}u < ${cols}u) { Y[xo + ${
+          c.rotate ? `(c0 + ${q}u) * ${d}u + i0 + ${r}u` : `cb${q} + (i0 + ${r}u) * ${b}u`
+        }] = y${r}[${q}]; }`,
       );
     }
   }

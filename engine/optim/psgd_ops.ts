@@ -34,58 +34,63 @@ export function splitAxis(shape: readonly number[], k: number): [number, number,
 }
 
 /**
- * Where the dense products leave the own kernels, per adapter: factors above `ownMaxD` go through matmul where
- * its output is wide enough, and with `permuteNarrow` narrow ones too (moved to (d, a·b) and back). lavapipe,
- * where matmul reads textures and the own kernels' 4×4 tiles pay the per-lane storage loads (Zen 5,
+ * Where the dense products leave the own kernels, per adapter: factors above `ownMaxD` go through matmul.
+ * lavapipe, where matmul reads textures and the own kernels' 4×4 tiles pay the per-lane storage loads (Zen 5,
  * 2026-12-04): the `default` AE's PSGD step with every factor updated 0.80–0.81 s at ownMaxD 64, 0.75–0.77 at
- * 32, 0.95 at 16 (16-wide products are too small for the texture path); the [C, C, 3, 3] middle axes (b = 9)
- * through permutes and matmul: 64×256×9 19.2 → 4.7 ms, 64×64×9 2.0 → 1.6 ms.
+ * 32, 0.95 at 16 (16-wide products are too small for the texture path).
  */
-export const PSGD_MATMUL = adapterTable<{ ownMaxD: number; permuteNarrow: boolean }>({
-  lavapipe: { ownMaxD: 32, permuteNarrow: true },
-  default: { ownMaxD: PSGD_SMALL_D, permuteNarrow: false },
+export const PSGD_MATMUL = adapterTable<{ ownMaxD: number }>({
+  lavapipe: { ownMaxD: 32 },
+  default: { ownMaxD: PSGD_SMALL_D },
 });
 
-/** Largest batch of the tiled matmul (its batch runs on the z axis of the grid). */
-const MAX_BATCH = 65535;
-/** Narrower outputs go to the own tiled kernel. */
-const MIN_MATMUL_COLS = 32;
+export type ModeOp = "mm" | "mmT" | "mul" | "div";
 
 /**
- * Y = X ×_k M per member: op "mm" uses M, "mmT" uses Mᵀ (d×d); "mul"/"div" scale by the vector M. `upper`
- * tells the own kernel that M is upper-triangular. Returns a flat tensor of X's size.
+ * Y = X ×_0 M per member on X viewed as [d, rest], written as [rest, d]: the product's axis moves last. op "mm"
+ * uses M, "mmT" Mᵀ (d×d); "mul"/"div" scale by the vector M; `upper`: M is upper-triangular (own kernel).
+ * Applied to each axis in turn (`modeChain`) every axis comes to lead and the result ends in the original
+ * layout, so no product needs the permutes a middle axis would (lavapipe: [C, C, 3, 3]'s second axis).
  */
-export function modeProduct(
+export function leadProduct(
   x: Tensor,
-  shape: readonly number[],
-  k: number,
+  [d, rest]: [number, number],
   m: Tensor,
-  op: "mm" | "mmT" | "mul" | "div",
+  op: ModeOp,
   upper = false,
   g = 1,
 ): Tensor {
-  const [a, d, b] = splitAxis(shape, k);
-  const dense = op === "mm" || op === "mmT";
-  const trans = op === "mmT";
-  const rule = PSGD_MATMUL.for(gpu().adapterKind);
-  if (dense && d > rule.ownMaxD) {
+  if ((op === "mm" || op === "mmT") && d > PSGD_MATMUL.for(gpu().adapterKind).ownMaxD) {
     const mm = m.view([g, d, d]);
-    // The tiled matmul wastes most of its 64-wide tiles on narrow outputs ([C, C, 3, 3] has b = 9).
-    const y = b === 1
-      ? viewed(x, [g, a, d], (v) => matmulRaw(v, mm, false, !trans))
-      : b < MIN_MATMUL_COLS
-      ? (rule.permuteNarrow ? narrowProduct(x, [g, a, d, b], mm, trans) : null)
-      : a === 1
-      ? viewed(x, [g, d, b], (v) => matmulRaw(mm, v, trans, false))
-      : g === 1 && a <= MAX_BATCH
-      ? viewed(x, [a, d, b], (v) => matmulRaw(mm.view([d, d]), v, trans, false))
-      : null;
+    // Y = Xᵀ·Mᵀ ("mm") or Xᵀ·M ("mmT"), both [rest, d] per member.
+    const y = viewed(x, [g, d, rest], (v) => matmulRaw(v, mm, true, op === "mm"));
     mm.dispose();
-    if (y) return y;
+    return y;
   }
   const y = Tensor.empty([x.size]);
-  const cfg = { a, d, b, op, upper, g };
+  const cfg = { a: 1, d, b: rest, op, upper, g, rotate: true };
   dispatch(psgdModeKernel(cfg), [x.buffer, m.buffer, y.buffer], grid1d(modeInvocations(cfg), PSGD_WG));
+  return y;
+}
+
+/**
+ * X ×_1 M_1 ⋯ ×_K M_K over every axis of `shape` (per member, X stacked [g, ...shape]) as K leading-axis
+ * products; `factor(k)` gives axis k's operand. Returns a new tensor; x is left to the caller.
+ */
+export function modeChain(
+  x: Tensor,
+  shape: readonly number[],
+  factor: (k: number) => { m: Tensor; op: ModeOp; upper?: boolean },
+  g = 1,
+): Tensor {
+  const n = shape.reduce((p, q) => p * q, 1);
+  let y = x;
+  shape.forEach((d, k) => {
+    const f = factor(k);
+    const next = leadProduct(y, [d, n / d], f.m, f.op, f.upper ?? false, g);
+    if (y !== x) y.dispose();
+    y = next;
+  });
   return y;
 }
 
@@ -102,16 +107,6 @@ function viewed(x: Tensor, shape: number[], fn: (v: Tensor) => Tensor): Tensor {
 /** x viewed as (g, p, q, r) with its middle two axes swapped, flat. */
 function swapMiddle(x: Tensor, [g, p, q, r]: [number, number, number, number]): Tensor {
   return viewed(x, [g, p, q, r], (v) => permute(v, [0, 2, 1, 3], false));
-}
-
-/** X ×_k M on a narrow [g, a, d, b] view: X moved to (g, d, a·b), one batched matmul, moved back. */
-function narrowProduct(x: Tensor, [g, a, d, b]: number[], mm: Tensor, trans: boolean): Tensor {
-  const p = swapMiddle(x, [g, a, d, b]);
-  const y = viewed(p, [g, d, a * b], (v) => matmulRaw(mm, v, trans, false));
-  p.dispose();
-  const out = swapMiddle(y, [g, d, a, b]);
-  y.dispose();
-  return out;
 }
 
 /** Gram_k(X) = X_(k) X_(k)ᵀ per member with the tiled matmul (for large d): [g, d, d], flat. */

@@ -20,7 +20,8 @@ import { map } from "../ops/elementwise.ts";
 import { sum } from "../ops/reduce.ts";
 import { copyBuffer, dispatch, grid1d } from "../runtime.ts";
 import { Tensor } from "../tensor.ts";
-import { grams, modeProduct, triuInverse } from "./psgd_ops.ts";
+import { matmulRaw } from "../ops/matmul.ts";
+import { grams, modeChain, triuInverse } from "./psgd_ops.ts";
 
 export interface Factor {
   dense: boolean;
@@ -62,25 +63,20 @@ export interface UpdateContext {
 
 /** u ×_1 C_1 ⋯ ×_K C_K with the cached factors (a new flat tensor). */
 export function applyCaches(s: Slot, x: Tensor): Tensor {
-  let y = x;
-  s.factors.forEach((f, k) => {
-    const next = modeProduct(y, s.shape, k, f.cache, f.dense ? "mm" : "mul");
-    if (y !== x) y.dispose();
-    y = next;
-  });
-  return y;
+  return modeChain(x, s.shape, (k) => ({ m: s.factors[k].cache, op: s.factors[k].dense ? "mm" : "mul" }));
 }
 
-/** x ×_k Q_k then ×_k Q_kᵀ over all axes, straight from the factors. */
+/** x ×_k Q_kᵀQ_k over all axes, straight from the factors (diagnostics: the products are formed here). */
 export function applyFactors(s: Slot, x: Tensor): Tensor {
-  let y = x;
-  s.factors.forEach((f, k) => {
-    for (const op of f.dense ? ["mm", "mmT"] as const : ["mul", "mul"] as const) {
-      const next = modeProduct(y, s.shape, k, f.q, op, true);
-      if (y !== x) y.dispose();
-      y = next;
-    }
+  const p = s.factors.map((f) => {
+    if (!f.dense) return map([f.q], "in0 * in0", "psgd_sq");
+    const q = f.q.view([f.d, f.d]);
+    const qtq = matmulRaw(q, q, true, false);
+    q.dispose();
+    return qtq;
   });
+  const y = modeChain(x, s.shape, (k) => ({ m: p[k], op: s.factors[k].dense ? "mm" : "mul" }));
+  for (const t of p) t.dispose();
   return y;
 }
 
@@ -133,28 +129,21 @@ export function updateFactors(group: Slot[], c: UpdateContext, balance: boolean)
     dispatch(psgdNoiseKernel(n, g), [m.buffer, z.buffer, qctl.buffer, a.buffer], grid1d(g * n, PSGD_WG));
     z.dispose();
   }
-  let b = c.probe(group);
-  const mine = new Set([a === m ? null : a, b]);
-  const swap = (x: Tensor, y: Tensor) => {
-    if (mine.has(x)) x.dispose();
-    mine.add(y);
-    return y;
-  };
+  const v = c.probe(group);
   // A = G̃ ×_k Q_k and B = V ×_k Q_k^{-T} over all axes, all from the old factors.
-  factors.forEach((f, k) => {
-    if (f.dense) {
-      a = swap(a, modeProduct(a, shape, k, q[k], "mm", true, g));
-      const inv = triuInverse(q[k], f.d, c.inverseLeaf, g);
-      b = swap(b, modeProduct(b, shape, k, inv, "mmT", true, g));
-      inv.dispose();
-    } else {
-      a = swap(a, modeProduct(a, shape, k, q[k], "mul", false, g));
-      b = swap(b, modeProduct(b, shape, k, q[k], "div", false, g));
-    }
-  });
+  const inv = factors.map((f, k) => f.dense ? triuInverse(q[k], f.d, c.inverseLeaf, g) : null);
+  const dense = (k: number) => factors[k].dense;
+  const aT = modeChain(a, shape, (k) => ({ m: q[k], op: dense(k) ? "mm" : "mul", upper: dense(k) }), g);
+  const bT = modeChain(
+    v,
+    shape,
+    (k) => ({ m: inv[k] ?? q[k], op: dense(k) ? "mmT" : "div", upper: dense(k) }),
+    g,
+  );
+  for (const t of [...inv, v, a === m ? null : a]) t?.dispose();
   if (c.staleCache) refreshCaches(factors, q, cache, qctl, g, true, true);
   factors.forEach((f, k) => {
-    const { e, s: sm } = grams(a, b, shape, k, !f.dense, g);
+    const { e, s: sm } = grams(aT, bT, shape, k, !f.dense, g);
     if (f.dense) {
       const y = Tensor.empty([g * f.d]);
       dispatch(psgdNormKernel({ d: f.d, slot: k, g, stride: K }), [sm.buffer, y.buffer, ell.buffer], [g]);
@@ -179,7 +168,7 @@ export function updateFactors(group: Slot[], c: UpdateContext, balance: boolean)
     e.dispose();
     sm.dispose();
   });
-  for (const t of mine) t?.dispose();
+  for (const t of [aT, bT]) t.dispose();
   if (balance && K > 1) balanceFactors(q, qctl, g);
   refreshCaches(factors, q, cache, qctl, g, c.staleCache, false);
   qctl.dispose();

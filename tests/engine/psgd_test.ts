@@ -9,7 +9,8 @@ import * as E from "../../engine/index.ts";
 import { PSGDKron, type PSGDKronOptions } from "../../engine/optim/psgd.ts";
 import {
   grams,
-  modeProduct,
+  leadProduct,
+  modeChain,
   packTriu,
   triuIndex,
   triuInverse,
@@ -101,52 +102,99 @@ const always = () => ({ update: true, balance: false });
 // ---------------------------------------------------------------------------------------------------------------
 // T0 — building blocks.
 
-Deno.test("psgd T0: mode-k products and Grams equal the naive loops on every axis (own kernels and matmul path)", async () => {
+/** [d, rest] → [rest, d]. */
+const rotate = (y: Float64Array, d: number) => {
+  const rest = y.length / d;
+  return Float64Array.from({ length: y.length }, (_, o) => y[(o % d) * rest + Math.floor(o / d)]);
+};
+
+Deno.test("psgd T0: leading-axis products, mode chains and Grams equal the naive loops (own kernels and matmul path)", async () => {
   await gpuReady();
-  // Small d: own kernels; d above PSGD_MATMUL.ownMaxD (64, or 32 on lavapipe: the 33-axis too) with ≥ 32 output
-  // columns (or last): matmul; [3, 70, 2] (and [3, 33, 5] on lavapipe), narrow outputs: the own kernel, or on
-  // lavapipe permutes around matmul.
-  const shapes = [[5, 3, 4, 2], [7], [3, 33, 5], [70, 40], [3, 70, 33], [3, 70, 2], [5, 70]];
+  // Small d: own kernels; d above PSGD_MATMUL.ownMaxD (64, or 32 on lavapipe: the 33- and 40-axes too): matmul
+  // (texture path where the sizes are multiples of 4, storage kernels otherwise); rest 1 for vectors. Each with
+  // one tensor and with two stacked members that have their own operands.
+  const products = [[5, 24], [7, 1], [33, 15], [40, 12], [70, 40], [70, 1]];
   let worst = 0;
+  for (const [pi, [d, rest]] of products.entries()) {
+    for (const g of [1, 2]) {
+      const x = randArray(g * d * rest, 10 + pi);
+      const m = randArray(g * d * d, 30 + pi);
+      const q = Float64Array.from(Array.from({ length: g }, (_, j) => [...randomTriu(d, 40 + j)]).flat());
+      const v = randArray(g * d, 50 + pi, 0.5, 2);
+      const ops = [
+        ["mm", m, false],
+        ["mmT", m, false],
+        ["mm", q, true],
+        ["mmT", q, true],
+        ["mul", v, false],
+        [
+          "div",
+          v,
+          false,
+        ],
+      ] as const;
+      const got = await E.scope(() =>
+        ops.map(([op, mat, upper]) => leadProduct(upload(x), [d, rest], upload(mat), op, upper, g).keep())
+      );
+      for (const [j, [op, mat]] of ops.entries()) {
+        const want = Array.from({ length: g }, (_, k) => {
+          const xk = x.slice(k * d * rest, (k + 1) * d * rest);
+          const y = op === "mul" || op === "div"
+            ? R.diagScale(xk, [d, rest], 0, mat.slice(k * d, (k + 1) * d), op)
+            : R.modeProduct(xk, [d, rest], 0, mat.slice(k * d * d, (k + 1) * d * d), op === "mmT");
+          return [...rotate(y, d)];
+        }).flat();
+        const label = `[${d}, ${rest}] × ${g} ${op}`;
+        worst = Math.max(worst, assertClose(label, await got[j].read(), want, { atol: 1e-4, rtol: 1e-5 }));
+        got[j].dispose();
+      }
+    }
+  }
+  // Chains over every axis (each axis comes to lead once), and the Grams of every axis.
+  const shapes = [[5, 3, 4, 2], [7], [3, 33, 5], [70, 40], [3, 70, 33], [3, 70, 2], [5, 70]];
   for (const [si, shape] of shapes.entries()) {
     const n = shape.reduce((a, b) => a * b, 1);
-    const x = randArray(n, 10 + si), y = randArray(n, 20 + si);
-    for (let k = 0; k < shape.length; k++) {
-      const d = shape[k];
-      const m = randArray(d * d, 30 + k), q = randomTriu(d, 40 + k), v = randArray(d, 50 + k, 0.5, 2);
-      const got = await E.scope(() => {
-        const xt = upload(x), yt = upload(y);
-        const g = grams(xt, yt, shape, k, false), gd = grams(xt, yt, shape, k, true);
-        return [
-          modeProduct(xt, shape, k, upload(m), "mm"),
-          modeProduct(xt, shape, k, upload(m), "mmT"),
-          modeProduct(xt, shape, k, upload(q), "mm", true),
-          modeProduct(xt, shape, k, upload(q), "mmT", true),
-          modeProduct(xt, shape, k, upload(v), "mul"),
-          modeProduct(xt, shape, k, upload(v), "div"),
-          g.e,
-          g.s,
-          gd.e,
-          gd.s,
-        ].map((t) => t.keep());
-      });
-      const t1 = R.gram(x, shape, k), t2 = R.gram(y, shape, k);
-      const want = [
-        R.modeProduct(x, shape, k, m),
-        R.modeProduct(x, shape, k, m, true),
-        R.modeProduct(x, shape, k, q),
-        R.modeProduct(x, shape, k, q, true),
-        R.diagScale(x, shape, k, v, "mul"),
-        R.diagScale(x, shape, k, v, "div"),
-        t1.map((a, i) => (i % d >= Math.floor(i / d) ? a - t2[i] : 0)),
-        t1.map((a, i) => a + t2[i]),
-        Float64Array.from({ length: d }, (_, i) => t1[i * d + i] - t2[i * d + i]),
-        Float64Array.from({ length: d }, (_, i) => t1[i * d + i] + t2[i * d + i]),
-      ];
-      for (const [j, t] of got.entries()) {
-        const label = `shape ${shape} axis ${k} output ${j}`;
-        worst = Math.max(worst, assertClose(label, await t.read(), want[j], { atol: 1e-4, rtol: 1e-5 }));
-        t.dispose();
+    for (const g of [1, 2]) {
+      const x = randArray(g * n, 10 + si), y = randArray(g * n, 20 + si);
+      const ms = shape.map((d, k) => randArray(g * d * d, 60 + k));
+      const chain = await E.scope(() =>
+        modeChain(upload(x), shape, (k) => ({ m: upload(ms[k]), op: k % 2 ? "mmT" : "mm" }), g).keep()
+      );
+      const want = Array.from({ length: g }, (_, j) => {
+        let z: Float64Array = x.slice(j * n, (j + 1) * n);
+        shape.forEach((d, k) =>
+          z = R.modeProduct(z, shape, k, ms[k].slice(j * d * d, (j + 1) * d * d), k % 2 === 1)
+        );
+        return [...z];
+      }).flat();
+      worst = Math.max(
+        worst,
+        assertClose(`chain ${shape} × ${g}`, await chain.read(), want, { atol: 1e-4, rtol: 1e-5 }),
+      );
+      chain.dispose();
+      for (let k = 0; k < shape.length; k++) {
+        const d = shape[k];
+        const got = await E.scope(() => {
+          const xt = upload(x), yt = upload(y);
+          const t = grams(xt, yt, shape, k, false, g), td = grams(xt, yt, shape, k, true, g);
+          return [t.e, t.s, td.e, td.s].map((z) => z.keep());
+        });
+        const want = [[], [], [], []] as number[][];
+        for (let j = 0; j < g; j++) {
+          const t1 = R.gram(x.slice(j * n, (j + 1) * n), shape, k),
+            t2 = R.gram(y.slice(j * n, (j + 1) * n), shape, k);
+          want[0].push(...t1.map((a, i) => (i % d >= Math.floor(i / d) ? a - t2[i] : 0)));
+          want[1].push(...t1.map((a, i) => a + t2[i]));
+          for (let i = 0; i < d; i++) {
+            want[2].push(t1[i * d + i] - t2[i * d + i]);
+            want[3].push(t1[i * d + i] + t2[i * d + i]);
+          }
+        }
+        for (const [j, t] of got.entries()) {
+          const label = `Gram ${shape} × ${g} axis ${k} output ${j}`;
+          worst = Math.max(worst, assertClose(label, await t.read(), want[j], { atol: 1e-4, rtol: 1e-5 }));
+          t.dispose();
+        }
       }
     }
   }
