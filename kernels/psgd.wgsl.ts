@@ -1,6 +1,6 @@
 /**
- * PSGD-Kron kernels (spec/psgd.md §6): step control, momentum, the trust-region parameter update, mode-k
- * products, split-K Grams with the E/S epilogue, the lb normaliser, the triangular factor update, the blocked
+ * PSGD-Kron kernels (spec/psgd.md §6): step control, momentum, the trust-region parameter update, leading-axis
+ * mode products (written rotated), split-K Grams with the E/S epilogue, the lb normaliser, the triangular factor update, the blocked
  * triangular inverse, caches, balancing. Shapes, η and slots are baked in; per-step scalars (lr, weight decay,
  * clip norm) come from a uniform so one pipeline serves a whole run.
  *
@@ -9,7 +9,7 @@
  * its normalisers at ell[m·K + slot] (K factors per member); invocation blocks never straddle two members.
  *
  * Guards: every kernel that writes optimizer state reads a flag from the GPU — `step[0]` (the global gradient
- * norm was finite) or `qctl[0]` (that, and this tensor's ‖G‖ is finite and non-zero) — so a bad step is skipped
+ * norm was finite) or `qctl[2m]` (that, and member m's ‖G‖ is finite and non-zero) — so a bad step is skipped
  * on the device and the host never waits.
  */
 import { f32, type Kernel, linearIndex, MAIN_BUILTINS, MATH_PRELUDE } from "./common.ts";
@@ -137,44 +137,35 @@ ${head(PSGD_WG)}
 }
 
 export interface ModeConfig {
-  /** The tensor viewed as [a, d, b] around the axis. */
-  a: number;
+  /** Each member viewed as [d, rest]: the product acts on the leading axis. */
   d: number;
-  b: number;
+  rest: number;
   /** "mm": Σ_j M[i,j] X[j]; "mmT": Σ_j M[j,i] X[j]; "mul"/"div": scale by v[i] or 1/v[i]. */
   op: "mm" | "mmT" | "mul" | "div";
   /** M is upper-triangular: skip its zero half. */
   upper: boolean;
   /** Stacked members, each with its own M (default 1). */
   g?: number;
-  /** Write Y as [b, d] (the product's axis moves last); needs a = 1. */
-  rotate?: boolean;
 }
 
 const ceil4 = (x: number) => Math.ceil(x / 4);
 
-/** Invocations of psgdModeKernel: one per element (diagonal ops) or per 4 rows × 4 columns of X_(k). */
+/** Invocations of psgdModeKernel: one per element (diagonal ops) or per 4 rows × 4 columns. */
 export function modeInvocations(c: ModeConfig): number {
-  const n = c.a * c.d * c.b;
-  return (c.g ?? 1) * (c.op === "mul" || c.op === "div" ? n : ceil4(c.d) * ceil4(c.a * c.b));
+  const n = c.d * c.rest;
+  return (c.g ?? 1) * (c.op === "mul" || c.op === "div" ? n : ceil4(c.d) * ceil4(c.rest));
 }
 
-/** Address of column `col` (= p·b + q) of the mode unfolding at row 0. */
-const colBase = (col: string, d: number, b: number) => `(${col} / ${b}u) * ${d * b}u + ${col} % ${b}u`;
-
 /**
- * Y = X ×_k M on the [a, d, b] view, i.e. Y_(k) = M·X_(k) with column c = (p, q) of the unfolding at
- * p·d·b + q. Dense ops hold a 4×4 tile of Y_(k) in registers (16 FMAs per 8 loads); consecutive invocations
- * take consecutive column blocks.
+ * Y = X ×_0 M per member with X viewed as [d, rest], written as [rest, d] (the axis moves last; see
+ * engine/optim/psgd_ops.ts leadProduct). Dense ops hold a 4×4 tile (4 rows of M × 4 columns of X) in registers
+ * (16 FMAs per 8 loads); consecutive invocations take consecutive column blocks.
  */
 export function psgdModeKernel(c: ModeConfig): Kernel {
-  const { a, d, b } = c;
+  const { d, rest } = c;
   const g = c.g ?? 1;
-  const n = a * d * b;
-  if (c.rotate && a !== 1) throw new Error(`psgdModeKernel: a rotating product needs a = 1, got a = ${a}`);
-  const name = `psgd_mode_${c.op}${c.upper ? "_triu" : ""}_${a}x${d}x${b}${members(g)}${
-    c.rotate ? "_rot" : ""
-  }`;
+  const n = d * rest;
+  const name = `psgd_mode_${c.op}${c.upper ? "_triu" : ""}_${d}x${rest}${members(g)}`;
   const decls = `@group(0) @binding(0) var<storage, read> X: array<f32>;
 @group(0) @binding(1) var<storage, read> M: array<f32>;
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;`;
@@ -184,17 +175,14 @@ export function psgdModeKernel(c: ModeConfig): Kernel {
       code: `${decls}
 ${head(PSGD_WG)}
   if (i >= ${g * n}u) { return; }
-  ${
-        c.rotate
-          ? `let mem = i / ${n}u;
+  let mem = i / ${n}u;
   let r = i % ${d}u;
-  Y[i] = X[mem * ${n}u + r * ${b}u + (i % ${n}u) / ${d}u] ${c.op === "mul" ? "*" : "/"} M[mem * ${d}u + r];`
-          : `Y[i] = X[i] ${c.op === "mul" ? "*" : "/"} M[(i / ${n}u) * ${d}u + (i / ${b}u) % ${d}u];`
-      }
+  Y[i] = X[mem * ${n}u + r * ${rest}u + (i % ${n}u) / ${d}u] ${c.op === "mul" ? "*" : "/"} M[mem * ${d}u + r];
 }`,
     };
   }
-  const cols = a * b, tc = ceil4(cols);
+  const tc = ceil4(rest);
+  const per = ceil4(d) * tc;
   const trans = c.op === "mmT";
   const [lo, hi] = !c.upper
     ? ["0u", `${d - 1}u`]
@@ -202,15 +190,12 @@ ${head(PSGD_WG)}
     ? ["0u", `min(i0 + 3u, ${d - 1}u)`]
     : ["i0", `${d - 1}u`];
   const m = (r: string) => (trans ? `M[mo + j * ${d}u + ${r}]` : `M[mo + ${r} * ${d}u + j]`);
-  const per = ceil4(d) * tc;
   const k4 = [0, 1, 2, 3];
   const stores: string[] = [];
   for (const r of k4) {
     for (const q of k4) {
       stores.push(
-        `if (i0 + ${r}u < ${d}u && c0 + ${q}u < ${cols}u) { Y[xo + ${
-          c.rotate ? `(c0 + ${q}u) * ${d}u + i0 + ${r}u` : `cb${q} + (i0 + ${r}u) * ${b}u`
-        }] = y${r}[${q}]; }`,
+        `if (i0 + ${r}u < ${d}u && c0 + ${q}u < ${rest}u) { Y[xo + (c0 + ${q}u) * ${d}u + i0 + ${r}u] = y${r}[${q}]; }`,
       );
     }
   }
@@ -224,14 +209,14 @@ ${head(PSGD_WG)}
   let li = i % ${per}u;
   let c0 = (li % ${tc}u) * 4u;
   let i0 = (li / ${tc}u) * 4u;
-  ${k4.map((q) => `let cb${q} = ${colBase(`min(c0 + ${q}u, ${cols - 1}u)`, d, b)};`).join("\n  ")}
+  ${k4.map((q) => `let cb${q} = min(c0 + ${q}u, ${rest - 1}u);`).join("\n  ")}
   ${k4.map((r) => `let ri${r} = min(i0 + ${r}u, ${d - 1}u);`).join("\n  ")}
   var y0 = vec4f(0.0);
   var y1 = vec4f(0.0);
   var y2 = vec4f(0.0);
   var y3 = vec4f(0.0);
   for (var j = ${lo}; j <= ${hi}; j++) {
-    let o = xo + j * ${b}u;
+    let o = xo + j * ${rest}u;
     let xv = vec4f(X[cb0 + o], X[cb1 + o], X[cb2 + o], X[cb3 + o]);
     ${k4.map((r) => `y${r} = fma(vec4f(${m(`ri${r}`)}), xv, y${r});`).join("\n    ")}
   }
@@ -239,6 +224,9 @@ ${head(PSGD_WG)}
 }`,
   };
 }
+
+/** Address of column `col` (= p·b + q) of the mode unfolding at row 0. */
+const colBase = (col: string, d: number, b: number) => `(${col} / ${b}u) * ${d * b}u + ${col} % ${b}u`;
 
 export interface GramConfig {
   a: number;

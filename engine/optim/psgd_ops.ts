@@ -1,6 +1,6 @@
 /**
- * GPU building blocks of PSGD-Kron (spec/psgd.md §6), on raw tensors without autodiff: mode-k products, the
- * combined Grams E = triu(T1 − T2) / S = T1 + T2, the blocked upper-triangular inverse. Small factor sizes use
+ * GPU building blocks of PSGD-Kron (spec/psgd.md §6), on raw tensors without autodiff: mode-k products (as
+ * chains of leading-axis products that rotate the layout), the combined Grams E = triu(T1 − T2) / S = T1 + T2, the blocked upper-triangular inverse. Small factor sizes use
  * the kernels of kernels/psgd.wgsl.ts; larger ones (PSGD_MATMUL, per adapter) go through matmul.
  * Every function encodes dispatches only and returns temporaries of the caller's scope. Each takes `g` same-shape
  * tensors stacked back to back (a group of parameters updated together), each with its own factor: X is
@@ -68,7 +68,7 @@ export function leadProduct(
     return y;
   }
   const y = Tensor.empty([x.size]);
-  const cfg = { a: 1, d, b: rest, op, upper, g, rotate: true };
+  const cfg = { d, rest, op, upper, g };
   dispatch(psgdModeKernel(cfg), [x.buffer, m.buffer, y.buffer], grid1d(modeInvocations(cfg), PSGD_WG));
   return y;
 }
