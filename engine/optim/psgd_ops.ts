@@ -1,10 +1,11 @@
 /**
  * GPU building blocks of PSGD-Kron (spec/psgd.md §6), on raw tensors without autodiff: mode-k products (as
- * chains of leading-axis products that rotate the layout), the combined Grams E = triu(T1 − T2) / S = T1 + T2, the blocked upper-triangular inverse. Small factor sizes use
- * the kernels of kernels/psgd.wgsl.ts; larger ones (PSGD_MATMUL, per adapter) go through matmul.
- * Every function encodes dispatches only and returns temporaries of the caller's scope. Each takes `g` same-shape
- * tensors stacked back to back (a group of parameters updated together), each with its own factor: X is
- * [g, ...shape], M is [g, d, d] (or [g, d]); g = 1 is a single tensor.
+ * chains of leading-axis products that rotate the layout), the combined Grams E = triu(T1 − T2) /
+ * S = T1 + T2, the blocked upper-triangular inverse. Small factor sizes use the kernels of
+ * kernels/psgd.wgsl.ts; larger ones (PSGD_MATMUL, per adapter) go through matmul. Every function encodes
+ * dispatches only and returns temporaries of the caller's scope. Each takes `g` same-shape tensors stacked
+ * back to back (a group of parameters updated together), each with its own factor: X is [g, ...shape], M is
+ * [g, d, d] (or [g, d]); g = 1 is a single tensor.
  */
 import {
   gramChunks,
