@@ -99,23 +99,28 @@ ${head(PSGD_WG)}
 }
 
 /**
- * Per-tensor update control from ss = ‖G‖²: qctl = [go, σ] with σ = √ε32·‖G‖/N (1.4.3 damping, §2.3.1).
- * With the zero-gradient guard (§5.2) the update is skipped unless ss is finite and > 0.
+ * Per-tensor update control from ss = ‖G‖² (summed here, one workgroup per member): qctl = [go, σ] with
+ * σ = √ε32·‖G‖/N (1.4.3 damping, §2.3.1). With the zero-gradient guard (§5.2) the update is skipped unless ss
+ * is finite and > 0. One dispatch instead of a square, a row sum and a control kernel.
  */
 export function psgdUpdateControlKernel(n: number, guard: boolean, g = 1): Kernel {
   const cond = guard ? "step[0] != 0.0 && isfinite_(ss) && ss > 0.0" : "step[0] != 0.0";
   return {
     name: `psgd_qctl_${n}${guard ? "_guard" : ""}${members(g)}`,
     code: `${MATH_PRELUDE}
-@group(0) @binding(0) var<storage, read> ss_: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> step: array<f32>;
 @group(0) @binding(2) var<storage, read_write> qctl: array<f32>;
-@compute @workgroup_size(1)
-fn main() {
-  for (var m = 0u; m < ${g}u; m++) {
-    let ss = ss_[m];
-    qctl[2u * m] = select(0.0, 1.0, ${cond});
-    qctl[2u * m + 1u] = ${f32(Math.sqrt(2 ** -23))} * sqrt(ss) / ${f32(n)};
+${WG1_HEAD}
+  let o = wid.x * ${n}u;
+  var acc = 0.0;
+  for (var k = o + lid; k < o + ${n}u; k += ${PSGD_WG1}u) { acc = fma(x[k], x[k], acc); }
+  red[lid] = acc;
+  ${TREE((a, b) => `${a} + ${b}`)}
+  if (lid == 0u) {
+    let ss = red[0];
+    qctl[2u * wid.x] = select(0.0, 1.0, ${cond});
+    qctl[2u * wid.x + 1u] = ${f32(Math.sqrt(2 ** -23))} * sqrt(ss) / ${f32(n)};
   }
 }`,
   };
@@ -146,6 +151,11 @@ export interface ModeConfig {
   upper: boolean;
   /** Stacked members, each with its own M (default 1). */
   g?: number;
+  /**
+   * Also move the first axis of `rest` (of this length) last: [d, L, R] → [R, d, L] instead of [L, R, d]
+   * (default 1, no extra move).
+   */
+  lead?: number;
 }
 
 const ceil4 = (x: number) => Math.ceil(x / 4);
@@ -165,7 +175,12 @@ export function psgdModeKernel(c: ModeConfig): Kernel {
   const { d, rest } = c;
   const g = c.g ?? 1;
   const n = d * rest;
-  const name = `psgd_mode_${c.op}${c.upper ? "_triu" : ""}_${d}x${rest}${members(g)}`;
+  const L = c.lead ?? 1, R = rest / L;
+  if (!Number.isInteger(R)) throw new Error(`psgdModeKernel: lead ${L} does not divide ${rest}`);
+  const name = `psgd_mode_${c.op}${c.upper ? "_triu" : ""}_${d}x${rest}${members(g)}${L > 1 ? `_l${L}` : ""}`;
+  // Output offset of (column cc of X, row rr of the product).
+  const out = (cc: string, rr: string) =>
+    L === 1 ? `${cc} * ${d}u + ${rr}` : `((${cc} % ${R}u) * ${d}u + ${rr}) * ${L}u + ${cc} / ${R}u`;
   const decls = `@group(0) @binding(0) var<storage, read> X: array<f32>;
 @group(0) @binding(1) var<storage, read> M: array<f32>;
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;`;
@@ -176,8 +191,10 @@ export function psgdModeKernel(c: ModeConfig): Kernel {
 ${head(PSGD_WG)}
   if (i >= ${g * n}u) { return; }
   let mem = i / ${n}u;
-  let r = i % ${d}u;
-  Y[i] = X[mem * ${n}u + r * ${rest}u + (i % ${n}u) / ${d}u] ${c.op === "mul" ? "*" : "/"} M[mem * ${d}u + r];
+  let t = (i % ${n}u) / ${L}u;
+  let r = t % ${d}u;
+  let col = ${L === 1 ? `t / ${d}u` : `((i % ${n}u) % ${L}u) * ${R}u + t / ${d}u`};
+  Y[i] = X[mem * ${n}u + r * ${rest}u + col] ${c.op === "mul" ? "*" : "/"} M[mem * ${d}u + r];
 }`,
     };
   }
@@ -195,7 +212,9 @@ ${head(PSGD_WG)}
   for (const r of k4) {
     for (const q of k4) {
       stores.push(
-        `if (i0 + ${r}u < ${d}u && c0 + ${q}u < ${rest}u) { Y[xo + (c0 + ${q}u) * ${d}u + i0 + ${r}u] = y${r}[${q}]; }`,
+        `if (i0 + ${r}u < ${d}u && c0 + ${q}u < ${rest}u) { Y[xo + ${
+          out(`(c0 + ${q}u)`, `i0 + ${r}u`)
+        }] = y${r}[${q}]; }`,
       );
     }
   }

@@ -60,35 +60,57 @@ export function leadProduct(
   op: ModeOp,
   upper = false,
   g = 1,
+  lead = 1,
 ): Tensor {
-  if ((op === "mm" || op === "mmT") && d > PSGD_MATMUL.for(gpu().adapterKind).ownMaxD) {
-    const mm = m.view([g, d, d]);
-    // Y = Xᵀ·Mᵀ ("mm") or Xᵀ·M ("mmT"), both [rest, d] per member.
-    const y = viewed(x, [g, d, rest], (v) => matmulRaw(v, mm, true, op === "mm"));
-    mm.dispose();
+  if (ownsProduct(d, op === "mm" || op === "mmT")) {
+    const y = Tensor.empty([x.size]);
+    const cfg = { d, rest, op, upper, g, lead };
+    dispatch(psgdModeKernel(cfg), [x.buffer, m.buffer, y.buffer], grid1d(modeInvocations(cfg), PSGD_WG));
     return y;
   }
-  const y = Tensor.empty([x.size]);
-  const cfg = { d, rest, op, upper, g };
-  dispatch(psgdModeKernel(cfg), [x.buffer, m.buffer, y.buffer], grid1d(modeInvocations(cfg), PSGD_WG));
+  if (lead !== 1) throw new Error(`leadProduct: a matmul product (d = ${d}) cannot move a second axis`);
+  const mm = m.view([g, d, d]);
+  // Y = Xᵀ·Mᵀ ("mm") or Xᵀ·M ("mmT"), both [rest, d] per member.
+  const y = viewed(x, [g, d, rest], (v) => matmulRaw(v, mm, true, op === "mm"));
+  mm.dispose();
   return y;
+}
+
+/** Whether the own kernel forms a product along an axis of d (diagonal factors always). */
+function ownsProduct(d: number, dense: boolean): boolean {
+  return !dense || d <= PSGD_MATMUL.for(gpu().adapterKind).ownMaxD;
+}
+
+/**
+ * The layout the update's chains should end in so that no Gram needs a permute: 1 (the first axis moved last)
+ * where the second axis is a dense matmul-sized one and no later axis is (the conv kernels' [C_out, C_in, 3, 3]
+ * with C_in > ownMaxD: both big axes then sit at the ends), else 0 (the original layout).
+ */
+export function gramRotation(shape: readonly number[], dense: readonly boolean[]): 0 | 1 {
+  const big = shape.map((d, k) => !ownsProduct(d, dense[k]));
+  return shape.length >= 3 && big[1] && !big.slice(2).some((b) => b) ? 1 : 0;
 }
 
 /**
  * X ×_1 M_1 ⋯ ×_K M_K over every axis of `shape` (per member, X stacked [g, ...shape]) as K leading-axis
- * products; `factor(k)` gives axis k's operand. Returns a new tensor; x is left to the caller.
+ * products; `factor(k)` gives axis k's operand. The result is in the original layout, or with `rotation` 1 in
+ * [shape[1], …, shape[K−1], shape[0]] (the last product moves the first axis too; it must be an own-kernel
+ * one, see gramRotation). Returns a new tensor; x is left to the caller.
  */
 export function modeChain(
   x: Tensor,
   shape: readonly number[],
   factor: (k: number) => { m: Tensor; op: ModeOp; upper?: boolean },
   g = 1,
+  rotation: 0 | 1 = 0,
 ): Tensor {
   const n = shape.reduce((p, q) => p * q, 1);
+  const K = shape.length;
   let y = x;
   shape.forEach((d, k) => {
     const f = factor(k);
-    const next = leadProduct(y, [d, n / d], f.m, f.op, f.upper ?? false, g);
+    const lead = rotation && k === K - 1 ? shape[0] : 1;
+    const next = leadProduct(y, [d, n / d], f.m, f.op, f.upper ?? false, g, lead);
     if (y !== x) y.dispose();
     y = next;
   });

@@ -17,11 +17,10 @@ import {
   triInvocations,
 } from "../../kernels/psgd.wgsl.ts";
 import { map } from "../ops/elementwise.ts";
-import { sum } from "../ops/reduce.ts";
 import { copyBuffer, dispatch, grid1d } from "../runtime.ts";
 import { Tensor } from "../tensor.ts";
 import { matmulRaw } from "../ops/matmul.ts";
-import { grams, modeChain, triuInverse } from "./psgd_ops.ts";
+import { gramRotation, grams, modeChain, triuInverse } from "./psgd_ops.ts";
 
 export interface Factor {
   dense: boolean;
@@ -115,13 +114,8 @@ export function updateFactors(group: Slot[], c: UpdateContext, balance: boolean)
   const q = factors.map((_, k) => stack(group.map((s) => s.factors[k].q)));
   const cache = factors.map((_, k) => stack(group.map((s) => s.factors[k].cache)));
   const ell = g === 1 ? group[0].ell : Tensor.empty([g * K]);
-  const sq = map([m], "in0 * in0", "psgd_sq");
-  const rows = sq.view([g, n]);
-  const ss = sum(rows, 1);
-  for (const t of [sq, rows]) t.dispose();
   const qctl = Tensor.empty([2 * g]);
-  dispatch(psgdUpdateControlKernel(n, c.zeroGradGuard, g), [ss.buffer, c.live.buffer, qctl.buffer], [1]);
-  ss.dispose();
+  dispatch(psgdUpdateControlKernel(n, c.zeroGradGuard, g), [m.buffer, c.live.buffer, qctl.buffer], [g]);
   let a = m;
   if (c.noise) {
     const z = c.noise(g * n);
@@ -130,20 +124,24 @@ export function updateFactors(group: Slot[], c: UpdateContext, balance: boolean)
     z.dispose();
   }
   const v = c.probe(group);
-  // A = G̃ ×_k Q_k and B = V ×_k Q_k^{-T} over all axes, all from the old factors.
+  // A = G̃ ×_k Q_k and B = V ×_k Q_k^{-T} over all axes, all from the old factors, ending in the layout whose
+  // Grams need no permute (axis k at position (k − r) mod K).
   const inv = factors.map((f, k) => f.dense ? triuInverse(q[k], f.d, c.inverseLeaf, g) : null);
   const dense = (k: number) => factors[k].dense;
-  const aT = modeChain(a, shape, (k) => ({ m: q[k], op: dense(k) ? "mm" : "mul", upper: dense(k) }), g);
+  const r = gramRotation(shape, factors.map((f) => f.dense));
+  const layout = [...shape.slice(r), ...shape.slice(0, r)];
+  const aT = modeChain(a, shape, (k) => ({ m: q[k], op: dense(k) ? "mm" : "mul", upper: dense(k) }), g, r);
   const bT = modeChain(
     v,
     shape,
     (k) => ({ m: inv[k] ?? q[k], op: dense(k) ? "mmT" : "div", upper: dense(k) }),
     g,
+    r,
   );
   for (const t of [...inv, v, a === m ? null : a]) t?.dispose();
   if (c.staleCache) refreshCaches(factors, q, cache, qctl, g, true, true);
   factors.forEach((f, k) => {
-    const { e, s: sm } = grams(aT, bT, shape, k, !f.dense, g);
+    const { e, s: sm } = grams(aT, bT, layout, (k - r + K) % K, !f.dense, g);
     if (f.dense) {
       const y = Tensor.empty([g * f.d]);
       dispatch(psgdNormKernel({ d: f.d, slot: k, g, stride: K }), [sm.buffer, y.buffer, ell.buffer], [g]);
