@@ -198,7 +198,8 @@ export class PSGDKron implements Optimizer {
           entry.group.push(s);
           due.set(key, entry);
         });
-        for (const { group, balance } of due.values()) updateFactors(group, this.context(), balance);
+        const ctx = this.context();
+        for (const { group, balance } of due.values()) updateFactors(group, ctx, balance);
         releaseBuffer(hyper);
       })
     );

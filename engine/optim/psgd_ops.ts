@@ -10,6 +10,7 @@
 import {
   gramChunks,
   gramInvocations,
+  type ModeConfig,
   modeInvocations,
   PSGD_SMALL_D,
   PSGD_WG,
@@ -45,7 +46,7 @@ export const PSGD_MATMUL = adapterTable<{ ownMaxD: number }>({
   default: { ownMaxD: PSGD_SMALL_D },
 });
 
-export type ModeOp = "mm" | "mmT" | "mul" | "div";
+export type ModeOp = ModeConfig["op"];
 
 /**
  * Y = X ×_0 M per member on X viewed as [d, rest], written as [rest, d]: the product's axis moves last. op "mm"

@@ -127,14 +127,14 @@ export function updateFactors(group: Slot[], c: UpdateContext, balance: boolean)
   // A = G̃ ×_k Q_k and B = V ×_k Q_k^{-T} over all axes, all from the old factors, ending in the layout whose
   // Grams need no permute (axis k at position (k − r) mod K).
   const inv = factors.map((f, k) => f.dense ? triuInverse(q[k], f.d, c.inverseLeaf, g) : null);
-  const dense = (k: number) => factors[k].dense;
-  const r = gramRotation(shape, factors.map((f) => f.dense));
+  const dense = factors.map((f) => f.dense);
+  const r = gramRotation(shape, dense);
   const layout = [...shape.slice(r), ...shape.slice(0, r)];
-  const aT = modeChain(a, shape, (k) => ({ m: q[k], op: dense(k) ? "mm" : "mul", upper: dense(k) }), g, r);
+  const aT = modeChain(a, shape, (k) => ({ m: q[k], op: dense[k] ? "mm" : "mul", upper: dense[k] }), g, r);
   const bT = modeChain(
     v,
     shape,
-    (k) => ({ m: inv[k] ?? q[k], op: dense(k) ? "mmT" : "div", upper: dense(k) }),
+    (k) => ({ m: inv[k] ?? q[k], op: dense[k] ? "mmT" : "div", upper: dense[k] }),
     g,
     r,
   );
