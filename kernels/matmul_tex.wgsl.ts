@@ -18,8 +18,10 @@
  * - A is (M, K), or (K, M) when transposed; B is (K, N), or (N, K) when transposed; the layer of A (B) for
  *   batch z is z, or 0 when that operand is broadcast.
  * - Each invocation computes rm × rn outputs (rn and rm multiples of 4) in vec4 accumulators, 4 values of k
- *   per step. Invocations run over the flattened (m tile, n tile) grid so narrow outputs waste no lanes; the
- *   tiles past M or N read whatever follows (the texture covers `matmulTexTexels`) and are never stored.
+ *   per step. Invocations run over the flattened (batch, m tile, n tile) range so narrow outputs and small
+ *   batches waste no lanes (`matmulTexLaunch`); the tiles past M or N read whatever follows (the texture
+ *   covers `matmulTexTexels`) and are never stored.
+ * - With `triB` each tile's k loop covers only op(B)'s triangle at its columns, and the tiles run n-major.
  */
 import type { Kernel } from "./common.ts";
 import type { MatmulConfig } from "./matmul.wgsl.ts";
@@ -31,7 +33,15 @@ export type MatmulTexConfig = Omit<MatmulConfig, "tile" | "strideA" | "strideB">
   broadcastB: boolean;
   rm: number;
   rn: number;
+  /** op(B) is triangular with exact zeros off its triangle (`Triangle`): each tile skips their k. */
+  triB?: Triangle;
 };
+
+/**
+ * Which triangle of op(B) (K×N) holds its nonzeros: "upper" B[k, n] = 0 for k > n, "lower" for k < n (PSGD's
+ * triangular factors: half the multiply-adds of their mode products).
+ */
+export type Triangle = "upper" | "lower";
 
 /** Texels per texture row (a power of two, so x and y are a mask and a shift). */
 export const TEX_WIDTH = 4096;
@@ -60,13 +70,42 @@ export function matmulTexAligned(
   return q(c.k) && (!c.transA || q(c.m)) && (c.transB || q(c.n)) && q(c.rm ?? 4) && q(c.rn ?? 4);
 }
 
+/**
+ * The k range of the tile at column n0, per triangle: a product with an exact zero adds nothing, so skipping
+ * those k changes no bit of the result (and rn, n0 and K are multiples of 4: the range stays on quads).
+ */
+function kRange(c: MatmulTexConfig): [string, string] {
+  if (c.triB === "lower") return [`min(n0, ${c.k}u)`, `${c.k}u`];
+  if (c.triB === "upper") return ["0u", `min(n0 + ${c.rn}u, ${c.k}u)`];
+  return ["0u", `${c.k}u`];
+}
+
 function tiles(c: MatmulTexConfig): [number, number] {
   return [Math.ceil(c.m / c.rm), Math.ceil(c.n / c.rn)];
 }
 
-export function matmulTexGrid(c: MatmulTexConfig): [number, number, number] {
+/** Most workgroups along one grid axis (WebGPU's default `maxComputeWorkgroupsPerDimension`). */
+const MAX_GROUPS = 65535;
+
+/**
+ * The dispatch's shape: invocations per workgroup, workgroups along x, and the grid. All batches' tiles are
+ * one flat range (a small output per batch leaves no lanes idle), folded onto y past MAX_GROUPS. llvmpipe runs
+ * a workgroup on one thread, so a problem of few tiles takes smaller workgroups until it has 4 (else one core
+ * does a 64×64 Gram alone).
+ */
+export function matmulTexLaunch(
+  c: MatmulTexConfig,
+): { wg: number; x: number; grid: [number, number, number] } {
   const [mt, nt] = tiles(c);
-  return [Math.ceil((mt * nt) / MATMUL_TEX_WG), c.batch, 1];
+  const total = c.batch * mt * nt;
+  let wg = MATMUL_TEX_WG;
+  while (wg > 8 && total < 4 * wg) wg /= 2;
+  const groups = Math.ceil(total / wg), x = Math.min(groups, MAX_GROUPS);
+  return { wg, x, grid: [x, Math.ceil(groups / x), 1] };
+}
+
+export function matmulTexGrid(c: MatmulTexConfig): [number, number, number] {
+  return matmulTexLaunch(c).grid;
 }
 
 /** Texels each operand's texture must hold: one past the highest texel any tile reads. */
@@ -85,6 +124,7 @@ export function matmulTexKernel(c: MatmulTexConfig): Kernel {
   if (!matmulTexAligned(c)) throw new Error(`matmul_tex: ${JSON.stringify(c)} reads unaligned quads`);
   const rn4 = rn / 4, rm4 = rm / 4, K4 = K / 4;
   const [mTiles, nTiles] = tiles(c);
+  const launch = matmulTexLaunch(c), total = c.batch * mTiles * nTiles;
   const za = c.broadcastA ? "0u" : "z", zb = c.broadcastB ? "0u" : "z";
   const loads: string[] = [], fmas: string[] = [];
   // a(i, kk) = A[m0 + i, k + kk]; bvec(kk, j4) = B[k + kk, n0 + 4·j4 .. + 3].
@@ -153,6 +193,12 @@ export function matmulTexKernel(c: MatmulTexConfig): Kernel {
     }
   }
   const elem = vec ? "vec4f" : "f32";
+  const [k0, k1] = kRange(c);
+  // A triangular B gives each column tile its own loop length: lanes of a SIMD group then share n0 (tiles run
+  // n-major) so that none waits on a longer neighbour.
+  const [mOf, nOf] = c.triB
+    ? [`tile % ${mTiles}u`, `tile / ${mTiles}u`]
+    : [`tile / ${nTiles}u`, `tile % ${nTiles}u`];
   const abase = c.transA ? `${za} * ${(K * M) / 4}u + m0 / 4u` : `(${za} * ${M}u + m0) * ${K4}u`;
   const bbase = c.transB ? `(${zb} * ${N}u + n0) * ${K4}u` : `${zb} * ${(K * N) / 4}u + n0 / 4u`;
   const code = `@group(0) @binding(0) var ta: texture_2d<f32>;
@@ -161,22 +207,24 @@ export function matmulTexKernel(c: MatmulTexConfig): Kernel {
 ${c.bias ? `@group(0) @binding(3) var<storage, read> bias: array<${elem}>;` : ""}
 ${texelLoaders("ta", "tb")}
 
-@compute @workgroup_size(${MATMUL_TEX_WG})
+@compute @workgroup_size(${launch.wg})
 fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let z = gid.y;
+  let flat = gid.y * ${launch.x * launch.wg}u + gid.x;
   // Invocations past the last tile redo it (in range reads) and store nothing.
-  let tile = min(gid.x, ${mTiles * nTiles - 1}u);
-  let m0 = (tile / ${nTiles}u) * ${rm}u;
-  let n0 = (tile % ${nTiles}u) * ${rn}u;
+  let t = min(flat, ${total - 1}u);
+  let z = t / ${mTiles * nTiles}u;
+  let tile = t % ${mTiles * nTiles}u;
+  let m0 = (${mOf}) * ${rm}u;
+  let n0 = (${nOf}) * ${rn}u;
   let abase = ${abase};
   let bbase = ${bbase};
   let ob = z * ${M * N}u;
   ${accs.join("\n  ")}
-  for (var k = 0u; k < ${K}u; k += 4u) {
+  for (var k = ${k0}; k < ${k1}; k += 4u) {
     ${loads.join("\n    ")}
     ${fmas.join("\n    ")}
   }
-  if (gid.x >= ${mTiles * nTiles}u) { return; }
+  if (flat >= ${total}u) { return; }
   if (m0 + ${rm}u <= ${M}u && n0 + ${rn}u <= ${N}u) {
     ${full.join("\n    ")}
   } else {
@@ -187,6 +235,6 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   const bc = `${c.broadcastA ? "a" : ""}${c.broadcastB ? "b" : ""}`;
   const name = `matmul_tex_${layout}_${c.batch}x${M}x${K}x${N}_t${rm}x${rn}${bc ? `_bc${bc}` : ""}${
     c.bias ? "_bias" : ""
-  }`;
+  }${c.triB ? `_tri${c.triB[0].toUpperCase()}` : ""}`;
   return { name, code };
 }

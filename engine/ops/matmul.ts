@@ -5,6 +5,7 @@
  * materialised); JVP (bilinear): op(ȧ)·op(b) + op(a)·op(ḃ), for linear ẋWᵀ + xẆᵀ + ḃ; float64 reference below.
  */
 import { dispatchMatmulTex } from "./matmul_tex.ts";
+import type { Triangle } from "../../kernels/matmul_tex.wgsl.ts";
 import {
   DEFAULT_TILE,
   type MatmulConfig,
@@ -109,8 +110,18 @@ function dims(t: Tensor, trans: boolean): [number, number] {
   return trans ? [c, r] : [r, c];
 }
 
-/** Raw matmul (no autodiff) with an optional bias added per output column. */
-export function matmulRaw(a: Tensor, b: Tensor, transA: boolean, transB: boolean, bias?: Tensor): Tensor {
+/**
+ * Raw matmul (no autodiff) with an optional bias added per output column. `triB`: op(b) has exact zeros off
+ * that triangle (PSGD's factors), which the texture path skips; the storage kernels multiply them (same result).
+ */
+export function matmulRaw(
+  a: Tensor,
+  b: Tensor,
+  transA: boolean,
+  transB: boolean,
+  bias?: Tensor,
+  triB?: Triangle,
+): Tensor {
   if (a.ndim < 2 || b.ndim < 2) {
     throw new Error(`matmul needs ≥2-d operands, got ${shapeStr(a.shape)} and ${shapeStr(b.shape)}`);
   }
@@ -144,7 +155,7 @@ export function matmulRaw(a: Tensor, b: Tensor, transA: boolean, transB: boolean
   };
   // Software adapters read operands from textures where they can (matmul_tex.ts); a forced tile means a test
   // or sweep wants the storage-buffer kernels.
-  if (forced || !dispatchMatmulTex(problem, a, b, out, bias)) {
+  if (forced || !dispatchMatmulTex(problem, a, b, out, bias, triB)) {
     dispatchMatmul({ ...problem, tile: matmulTile(problem) }, [a, b, out], bias);
   }
   return out;

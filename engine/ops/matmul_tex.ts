@@ -23,6 +23,7 @@ import {
   matmulTexKernel,
   matmulTexTexels,
   TEX_WIDTH,
+  type Triangle,
 } from "../../kernels/matmul_tex.wgsl.ts";
 import type { MatmulConfig } from "../../kernels/matmul.wgsl.ts";
 import { adapterTable } from "../adapter.ts";
@@ -35,8 +36,6 @@ export interface TexRule {
   rm: number;
   rn: number;
   minWork: number;
-  /** And at least this many outputs per batch entry (m·n); default 0. */
-  minOutputs?: number;
   note: string;
 }
 
@@ -51,10 +50,10 @@ export interface TexRule {
  * `default` solver step takes 0.88 s against 1.03 s, for a cold first step of 18.5 s against 8.3 s (Mesa's
  * shader cache keeps the pipelines across processes, so a machine pays that once). So 16×16 from 2^24
  * multiply-adds, 8×8 from 2^18; below, the storage kernels stay (their pipelines compile faster and the work
- * is small). Small outputs with a long contraction (PSGD's Grams, 8 × 64×576·576×64) leave 16×16 too few
- * invocations: 5.2 ms against 2.7 at 8×8 (Zen 5), so 16×16 also needs 2^13 outputs per matrix (the attention
- * values product, 32 × 320×320·320×32: 12.5 ms against 14.1; 256×576·576×256: 3.2 against 4.3). GPUs read
- * storage buffers at full speed: no rules, no textures.
+ * is small). Since all batches' tiles run as one range (matmulTexLaunch), small outputs no longer leave lanes
+ * idle: PSGD's Grams (8 × 64×576·576×64) take 1.8–2.1 ms at 16×16 against 2.2–3.0 at 8×8, the attention
+ * values product (32 × 320×320·320×32) 6.9 against 9.6 (Zen 5, 2026-12-04; with a workgroup per batch they
+ * were 5.2 against 2.7 and 12.5 against 14.1). GPUs read storage buffers at full speed: no rules, no textures.
  */
 export const MATMUL_TEX_RULES = adapterTable<readonly TexRule[]>({
   lavapipe: [
@@ -62,7 +61,6 @@ export const MATMUL_TEX_RULES = adapterTable<readonly TexRule[]>({
       rm: 16,
       rn: 16,
       minWork: 2 ** 24,
-      minOutputs: 2 ** 13,
       note: "1024³ 15.3 GFLOP/s (Zen 1); 2560×128×512 39.5 (Zen 5); compiles in 1.4–10 s a shape",
     },
     { rm: 8, rn: 8, minWork: 2 ** 18, note: "1024³ 9.9 GFLOP/s; compiles in ~0.5–1.5 s per shape" },
@@ -149,17 +147,20 @@ export function matmulTexTile(p: MatmulTexProblem): TexRule | null {
   const all = rules.length ? rules : MATMUL_TEX_RULES.for("lavapipe");
   if (forcedRule) return forcedRule;
   // Forced on (tests), the smallest rule serves any size.
-  const fit = all.find((r) => p.batch * p.m * p.n * p.k >= r.minWork && p.m * p.n >= (r.minOutputs ?? 0));
+  const fit = all.find((r) => p.batch * p.m * p.n * p.k >= r.minWork);
   return fit ?? (enabled ? all[all.length - 1] : null);
 }
 
-/** Encode op(a)·op(b) (+ bias) into `out` through textures; false (nothing encoded) when the path does not apply. */
+/**
+ * Encode op(a)·op(b) (+ bias) into `out` through textures (`triB`: op(b)'s exact zeros off that triangle are
+ * skipped); false (nothing encoded) when the path does not apply. */
 export function dispatchMatmulTex(
   p: MatmulTexProblem,
   a: Tensor,
   b: Tensor,
   out: Tensor,
   bias?: Tensor,
+  triB?: Triangle,
 ): boolean {
   const rule = matmulTexTile(p);
   if (!rule || out.byteSize > gpu().limits.maxStorageBufferBindingSize) return false;
@@ -170,6 +171,7 @@ export function dispatchMatmulTex(
     bias: !!bias,
     rm: rule.rm,
     rn: rule.rn,
+    triB,
   };
   const texels = matmulTexTexels(c);
   const ra = texRows(texels.a), rb = texRows(texels.b);

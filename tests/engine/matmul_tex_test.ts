@@ -8,14 +8,14 @@
 import assert from "node:assert/strict";
 import { assertClose, gpuReady, randArray, withOverride } from "../helpers.ts";
 import { matmul, scope, Tensor } from "../../engine/index.ts";
-import { reference } from "../../engine/ops/matmul.ts";
+import { matmulRaw, reference } from "../../engine/ops/matmul.ts";
 import {
   MATMUL_TEX_RULES,
   matmulTexTile,
   setMatmulTexture,
   type TexRule,
 } from "../../engine/ops/matmul_tex.ts";
-import { TEX_WIDTH } from "../../kernels/matmul_tex.wgsl.ts";
+import { type MatmulTexConfig, matmulTexLaunch, TEX_WIDTH } from "../../kernels/matmul_tex.wgsl.ts";
 import { ALL_LAYOUTS, checkLinear, checkMatmulGrad, forwardLayouts, FWD, shapeOf } from "./matmul_checks.ts";
 
 await gpuReady();
@@ -80,6 +80,58 @@ for (const rule of MATMUL_TEX_RULES.for("lavapipe")) {
     }, rule);
   });
 }
+
+Deno.test("matmul (textures): the launch covers every tile once, at least 4 workgroups, ≤ 65535 per axis", () => {
+  const base = { transA: false, transB: false, bias: false, broadcastA: false, broadcastB: false };
+  const cases: [Partial<MatmulTexConfig>, number][] = [
+    [{ batch: 1, m: 64, n: 64, rm: 8, rn: 8 }, 16], // one 64×64 Gram: 64 tiles in 4 workgroups of 16
+    [{ batch: 8, m: 64, n: 64, rm: 16, rn: 16 }, 32], // 8 × 16 tiles as one range
+    [{ batch: 1, m: 4, n: 4, rm: 4, rn: 4 }, 8], // the smallest workgroup
+    [{ batch: 32, m: 320, n: 32, rm: 16, rn: 16 }, 64],
+    [{ batch: 4096, m: 1024, n: 1024, rm: 8, rn: 8 }, 64], // 2^26 tiles: folded onto y
+  ];
+  for (const [p, wg] of cases) {
+    const c = { ...base, k: 4, ...p } as MatmulTexConfig;
+    const total = c.batch * Math.ceil(c.m / c.rm) * Math.ceil(c.n / c.rn);
+    const l = matmulTexLaunch(c);
+    const label = JSON.stringify(p);
+    assert.equal(l.wg, wg, `${label}: workgroup size`);
+    assert.ok(l.grid[0] === l.x && l.x <= 65535 && l.grid[1] <= 65535, `${label}: grid ${l.grid}`);
+    // Flat index gid.y·x·wg + gid.x reaches every tile, and every row of groups but the last is needed.
+    assert.ok(l.x * l.grid[1] * l.wg >= total && l.x * (l.grid[1] - 1) * l.wg < total, `${label}: covers`);
+    assert.ok(l.grid[0] * l.grid[1] >= Math.min(4, Math.ceil(total / 8)), `${label}: ≥ 4 workgroups`);
+  }
+});
+
+Deno.test("matmul (textures): a triangular op(B) skips its zeros with no change to any bit", async () => {
+  // PSGD's products: Xᵀ·Qᵀ (op(B) lower) and Xᵀ·Q⁻¹ (upper), Q upper with exact zeros below the diagonal;
+  // batch 2 with sizes off both tile grids (n tiles straddle the diagonal).
+  for (const rule of MATMUL_TEX_RULES.for("lavapipe")) {
+    await forced(async () => {
+      const [g, d, rest] = [2, 44, 36];
+      const x = randArray(g * d * rest, 51);
+      const q = randArray(g * d * d, 52).map((v, i) => (i % d >= Math.floor(i / d) % d ? v : 0));
+      for (const [transB, tri] of [[true, "lower"], [false, "upper"]] as const) {
+        const [full, skip] = scope(() => {
+          const tx = Tensor.fromData(Float32Array.from(x), [g, d, rest]);
+          const tq = Tensor.fromData(Float32Array.from(q), [g, d, d]);
+          return [undefined, tri].map((t) => matmulRaw(tx, tq, true, transB, undefined, t).keep());
+        });
+        const want = reference.matmul(x, [g, d, rest], q, [g, d, d], true, transB);
+        const [a, b] = [await full.read(), await skip.read()];
+        full.dispose();
+        skip.dispose();
+        assertClose(`${tri} (${rule.rm}×${rule.rn})`, b, want, FWD);
+        const diff = a.findIndex((v, i) => v !== b[i]);
+        assert.equal(
+          diff,
+          -1,
+          `${tri} (${rule.rm}×${rule.rn}): element ${diff} is ${b[diff]}, full ${a[diff]}`,
+        );
+      }
+    }, rule);
+  }
+});
 
 Deno.test("matmul (textures): unaligned quads are declined and computed exactly by the storage kernels", async () => {
   await forced(async () => {
