@@ -61,15 +61,28 @@ fn main() {
   };
 }
 
+/**
+ * Elements per invocation of the elementwise kernels (momentum, apply, noise) on tensors of n values: 4 (vec4
+ * loads and stores: on lavapipe each storage access is a loop over the SIMD lanes, so a quad costs what one
+ * float did) when n % 4 = 0, else 1.
+ */
+export const psgdVec = (n: number): 1 | 4 => (n % 4 === 0 ? 4 : 1);
+
+/** Invocations of an elementwise PSGD kernel over `total` values of tensors of n values each. */
+export const psgdElementwise = (n: number, total = n): number => total / psgdVec(n);
+
+const elem = (n: number) => (psgdVec(n) === 4 ? "vec4f" : "f32");
+
 /** m ← m + w_t·(s·g − m) where the step is live. */
 export function psgdMomentumKernel(n: number): Kernel {
+  const v = psgdVec(n);
   return {
     name: `psgd_momentum_${n}`,
-    code: `@group(0) @binding(0) var<storage, read_write> m: array<f32>;
-@group(0) @binding(1) var<storage, read> g: array<f32>;
+    code: `@group(0) @binding(0) var<storage, read_write> m: array<${elem(n)}>;
+@group(0) @binding(1) var<storage, read> g: array<${elem(n)}>;
 @group(0) @binding(2) var<storage, read> step: array<f32>;
 ${head(PSGD_WG)}
-  if (i >= ${n}u || step[0] == 0.0) { return; }
+  if (i >= ${n / v}u || step[0] == 0.0) { return; }
   m[i] = m[i] + step[2] * (step[1] * g[i] - m[i]);
 }`,
   };
@@ -77,22 +90,27 @@ ${head(PSGD_WG)}
 
 /** p ← p·(1 − lr·wd) − lr·f(D), f the trust-region clip of §3.5 (or identity). */
 export function psgdApplyKernel(n: number, clip: boolean): Kernel {
+  const v = psgdVec(n);
   const f = clip
-    ? `let y = clamp(d / 1.5, -1e30, 1e30);
-  let u = clamp(1.5 * (0.9 * tanh_(y) + 0.1 * sign(y) * log1p_(abs(y))), -2.0, 2.0);`
-    : `let u = d;`;
+    ? `fn clip_(d: f32) -> f32 {
+  let y = clamp(d / 1.5, -1e30, 1e30);
+  return clamp(1.5 * (0.9 * tanh_(y) + 0.1 * sign(y) * log1p_(abs(y))), -2.0, 2.0);
+}`
+    : `fn clip_(d: f32) -> f32 { return d; }`;
+  const u = v === 4 ? "vec4f(clip_(d.x), clip_(d.y), clip_(d.z), clip_(d.w))" : "clip_(d)";
   return {
     name: `psgd_apply_${n}${clip ? "_tr" : ""}`,
     code: `${MATH_PRELUDE}
+${f}
 struct Hyper { lr: f32, wd: f32, pad0: f32, pad1: f32 };
-@group(0) @binding(0) var<storage, read_write> p: array<f32>;
-@group(0) @binding(1) var<storage, read> D: array<f32>;
+@group(0) @binding(0) var<storage, read_write> p: array<${elem(n)}>;
+@group(0) @binding(1) var<storage, read> D: array<${elem(n)}>;
 @group(0) @binding(2) var<storage, read> step: array<f32>;
 @group(0) @binding(3) var<uniform> h: Hyper;
 ${head(PSGD_WG)}
-  if (i >= ${n}u || step[0] == 0.0) { return; }
+  if (i >= ${n / v}u || step[0] == 0.0) { return; }
   let d = D[i];
-  ${f}
+  let u = ${u};
   p[i] = p[i] * (1.0 - h.lr * h.wd) - h.lr * u;
 }`,
   };
@@ -101,21 +119,22 @@ ${head(PSGD_WG)}
 /**
  * Per-tensor update control from ss = ‖G‖² (summed here, one workgroup per member): qctl = [go, σ] with
  * σ = √ε32·‖G‖/N (1.4.3 damping, §2.3.1). With the zero-gradient guard (§5.2) the update is skipped unless ss
- * is finite and > 0. One dispatch instead of a square, a row sum and a control kernel.
+ * is finite and > 0. One dispatch instead of a square, a row sum and a control kernel; quads where n % 4 = 0.
  */
 export function psgdUpdateControlKernel(n: number, guard: boolean, g = 1): Kernel {
   const cond = guard ? "step[0] != 0.0 && isfinite_(ss) && ss > 0.0" : "step[0] != 0.0";
+  const v = psgdVec(n);
   return {
     name: `psgd_qctl_${n}${guard ? "_guard" : ""}${members(g)}`,
     code: `${MATH_PRELUDE}
-@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<${elem(n)}>;
 @group(0) @binding(1) var<storage, read> step: array<f32>;
 @group(0) @binding(2) var<storage, read_write> qctl: array<f32>;
 ${WG1_HEAD}
-  let o = wid.x * ${n}u;
-  var acc = 0.0;
-  for (var k = o + lid; k < o + ${n}u; k += ${PSGD_WG1}u) { acc = fma(x[k], x[k], acc); }
-  red[lid] = acc;
+  let o = wid.x * ${n / v}u;
+  var acc = ${v === 4 ? "vec4f(0.0)" : "0.0"};
+  for (var k = o + lid; k < o + ${n / v}u; k += ${PSGD_WG1}u) { acc = fma(x[k], x[k], acc); }
+  red[lid] = ${v === 4 ? "(acc.x + acc.y) + (acc.z + acc.w)" : "acc"};
   ${TREE((a, b) => `${a} + ${b}`)}
   if (lid == 0u) {
     let ss = red[0];
@@ -128,15 +147,16 @@ ${WG1_HEAD}
 
 /** out = x + σ·z (damping noise), σ per member. */
 export function psgdNoiseKernel(n: number, g = 1): Kernel {
+  const v = psgdVec(n);
   return {
     name: `psgd_noise_${n}${members(g)}`,
-    code: `@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> z: array<f32>;
+    code: `@group(0) @binding(0) var<storage, read> x: array<${elem(n)}>;
+@group(0) @binding(1) var<storage, read> z: array<${elem(n)}>;
 @group(0) @binding(2) var<storage, read> qctl: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<${elem(n)}>;
 ${head(PSGD_WG)}
-  if (i >= ${g * n}u) { return; }
-  out[i] = x[i] + qctl[2u * (i / ${n}u) + 1u] * z[i];
+  if (i >= ${(g * n) / v}u) { return; }
+  out[i] = x[i] + qctl[2u * (i / ${n / v}u) + 1u] * z[i];
 }`,
   };
 }
@@ -208,19 +228,39 @@ ${head(PSGD_WG)}
     : ["i0", `${d - 1}u`];
   const m = (r: string) => (trans ? `M[mo + j * ${d}u + ${r}]` : `M[mo + ${r} * ${d}u + j]`);
   const k4 = [0, 1, 2, 3];
+  // Quads where every tile is whole: X rows load as vec4 when rest % 4 = 0; Y's 4 rows of a column are one
+  // vec4 when d % 4 = 0, and d = 3's 4 columns × 3 rows are 12 contiguous floats (3 vec4s).
+  const vecX = rest % 4 === 0;
+  const vecY = vecX && L === 1 && (d % 4 === 0 || d === 3);
   const stores: string[] = [];
-  for (const r of k4) {
+  if (vecY && d === 3) {
+    const f = [0, 1, 2, 3].flatMap((q) => [0, 1, 2].map((r) => `y${r}[${q}]`));
+    for (let v = 0; v < 3; v++) {
+      stores.push(`Y[(xo + c0 * 3u) / 4u + ${v}u] = vec4f(${f.slice(4 * v, 4 * v + 4).join(", ")});`);
+    }
+  } else if (vecY) {
     for (const q of k4) {
       stores.push(
-        `if (i0 + ${r}u < ${d}u && c0 + ${q}u < ${rest}u) { Y[xo + ${
-          out(`(c0 + ${q}u)`, `i0 + ${r}u`)
-        }] = y${r}[${q}]; }`,
+        `Y[(xo + (c0 + ${q}u) * ${d}u + i0) / 4u] = vec4f(y0[${q}], y1[${q}], y2[${q}], y3[${q}]);`,
       );
     }
+  } else {
+    for (const r of k4) {
+      for (const q of k4) {
+        stores.push(
+          `if (i0 + ${r}u < ${d}u && c0 + ${q}u < ${rest}u) { Y[xo + ${
+            out(`(c0 + ${q}u)`, `i0 + ${r}u`)
+          }] = y${r}[${q}]; }`,
+        );
+      }
+    }
   }
+  const xv = vecX ? "X[(o + c0) / 4u]" : "vec4f(X[cb0 + o], X[cb1 + o], X[cb2 + o], X[cb3 + o])";
   return {
-    name,
-    code: `${decls}
+    name: `${name}${vecX ? "_v" : ""}${vecY ? "v" : ""}`,
+    code: `@group(0) @binding(0) var<storage, read> X: array<${vecX ? "vec4f" : "f32"}>;
+@group(0) @binding(1) var<storage, read> M: array<f32>;
+@group(0) @binding(2) var<storage, read_write> Y: array<${vecY ? "vec4f" : "f32"}>;
 ${head(PSGD_WG)}
   if (i >= ${g * per}u) { return; }
   let xo = (i / ${per}u) * ${n}u;
@@ -236,7 +276,7 @@ ${head(PSGD_WG)}
   var y3 = vec4f(0.0);
   for (var j = ${lo}; j <= ${hi}; j++) {
     let o = xo + j * ${rest}u;
-    let xv = vec4f(X[cb0 + o], X[cb1 + o], X[cb2 + o], X[cb3 + o]);
+    let xv = ${xv};
     ${k4.map((r) => `y${r} = fma(vec4f(${m(`ri${r}`)}), xv, y${r});`).join("\n    ")}
   }
   ${stores.join("\n  ")}
@@ -410,28 +450,14 @@ const WG1_HEAD = `var<workgroup> red: array<f32, ${PSGD_WG1}>;
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3u) {`;
 
 /**
- * ℓ = max(lb(S), TINY) into ell[slot] (§2.3, "lb"): μ = max|S|, j* = argmax column norm of S/μ,
- * y = Ŝᵀ Ŝ[:, j*] normalised, ℓ = μ‖Ŝ y‖. One workgroup per member (dispatch g); y lives in the scratch
- * buffer (d per member); `stride` is the members' factor count K.
+ * WGSL of lb(S) (§2.3, "lb") for one d×d S read through `S(e)` by a WG1 workgroup: μ = max|S|, j* = argmax
+ * column norm of S/μ, y = Ŝᵀ Ŝ[:, j*] normalised, ℓ = μ‖Ŝ y‖; leaves `lb` = max(ℓ, TINY) (TINY when S = 0) in
+ * every invocation. y is written and read back through `y(j)`, after `ySync` (the barrier its memory needs).
  */
-export function psgdNormKernel(c: { d: number; slot: number; g?: number; stride?: number }): Kernel {
-  const { d } = c;
-  const g = c.g ?? 1;
+function lbCode(d: number, S: (e: string) => string, y: (j: string) => string, ySync: string): string {
   const W = PSGD_WG1;
-  const dd = d * d;
-  // S and y addressed through the member's offset, written as S_(e) / y_(j) below.
-  const S = (e: string) => `S[so + ${e}]`;
-  return {
-    name: `psgd_lb_${d}_s${c.slot}${members(g, c.stride ?? 1)}`,
-    code: `@group(0) @binding(0) var<storage, read> S: array<f32>;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-@group(0) @binding(2) var<storage, read_write> ell: array<f32>;
-var<workgroup> arg: array<u32, ${W}>;
-${WG1_HEAD}
-  let so = wid.x * ${dd}u;
-  let yo = wid.x * ${d}u;
-  var m = 0.0;
-  for (var e = lid; e < ${dd}u; e += ${W}u) { m = max(m, abs(${S("e")})); }
+  return `var m = 0.0;
+  for (var e = lid; e < ${d * d}u; e += ${W}u) { m = max(m, abs(${S("e")})); }
   red[lid] = m;
   ${TREE((a, b) => `max(${a}, ${b})`)}
   let mu = red[0];
@@ -461,28 +487,131 @@ ${WG1_HEAD}
   for (var j = lid; j < ${d}u; j += ${W}u) {
     var acc = 0.0;
     for (var r = 0u; r < ${d}u; r++) { acc = fma(${S(`r * ${d}u + j`)} * inv, ${
-      S(`r * ${d}u + js`)
-    } * inv, acc); }
-    y[yo + j] = acc;
+    S(`r * ${d}u + js`)
+  } * inv, acc); }
+    ${y("j")} = acc;
     ny = fma(acc, acc, ny);
   }
   red[lid] = ny;
   ${TREE((a, b) => `${a} + ${b}`)}
   let rn = 1.0 / sqrt(red[0]);
-  storageBarrier();
+  ${ySync}
   workgroupBarrier();
   var nz = 0.0;
   for (var r = lid; r < ${d}u; r += ${W}u) {
     var acc = 0.0;
-    for (var j = 0u; j < ${d}u; j++) { acc = fma(${S(`r * ${d}u + j`)} * inv, y[yo + j] * rn, acc); }
+    for (var j = 0u; j < ${d}u; j++) { acc = fma(${S(`r * ${d}u + j`)} * inv, ${y("j")} * rn, acc); }
     nz = fma(acc, acc, nz);
   }
   workgroupBarrier();
   red[lid] = nz;
   ${TREE((a, b) => `${a} + ${b}`)}
-  if (lid == 0u) { ell[wid.x * ${
-      c.stride ?? 1
-    }u + ${c.slot}u] = select(${TINY}, max(mu * sqrt(red[0]), ${TINY}), mu > 0.0); }
+  let lb = select(${TINY}, max(mu * sqrt(red[0]), ${TINY}), mu > 0.0);`;
+}
+
+/**
+ * ℓ = max(lb(S), TINY) into ell[member·stride + slot] (§2.3). One workgroup per member (dispatch g); y lives in
+ * the scratch buffer (d per member); `stride` is the members' factor count K.
+ */
+export function psgdNormKernel(c: { d: number; slot: number; g?: number; stride?: number }): Kernel {
+  const { d } = c;
+  const g = c.g ?? 1;
+  const lb = lbCode(d, (e) => `S[so + ${e}]`, (j) => `y[yo + ${j}]`, "storageBarrier();");
+  return {
+    name: `psgd_lb_${d}_s${c.slot}${members(g, c.stride ?? 1)}`,
+    code: `@group(0) @binding(0) var<storage, read> S: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ell: array<f32>;
+var<workgroup> arg: array<u32, ${PSGD_WG1}>;
+${WG1_HEAD}
+  let so = wid.x * ${d * d}u;
+  let yo = wid.x * ${d}u;
+  ${lb}
+  if (lid == 0u) { ell[wid.x * ${c.stride ?? 1}u + ${c.slot}u] = lb; }
+}`,
+  };
+}
+
+/** Largest dense factor the fused small-factor update handles (its S, E and Q fit one workgroup's memory). */
+export const PSGD_FUSED_MAX_D = 32;
+
+/**
+ * The whole update of a small dense factor (d ≤ PSGD_FUSED_MAX_D) in one workgroup per member, from the Grams'
+ * split-K partials: E = triu(T1 − T2) and S = T1 + T2 (the "partials" finish), ℓ = lb(S) into
+ * ell[member·stride + slot], Q ← Q − (η/ℓ)·E·Q in place where the update is live (`psgdTriKernel` "update"), and
+ * with `cache` the cache QᵀQ of the new Q where live ("cache"; not when balancing or the stale policy follow). Each sum runs in the separate kernels' order, so the
+ * results are theirs bit for bit; the saving is four dispatches (and a copy) per factor.
+ */
+export function psgdSmallUpdateKernel(
+  c: { d: number; chunks: number; eta: number; slot: number; cache: boolean; g?: number; stride?: number },
+): Kernel {
+  const { d, chunks } = c;
+  const g = c.g ?? 1, W = PSGD_WG1, dd = d * d, per = Math.ceil(dd / W);
+  if (d > PSGD_FUSED_MAX_D) throw new Error(`psgdSmallUpdateKernel: d ${d} > ${PSGD_FUSED_MAX_D}`);
+  const lb = lbCode(d, (e) => `Sw[${e}]`, (j) => `yw[${j}]`, "");
+  return {
+    name: `psgd_small_update_${d}_c${chunks}_s${c.slot}${c.cache ? "_cache" : ""}${
+      members(g, c.stride ?? 1)
+    }`,
+    code: `@group(0) @binding(0) var<storage, read> X1: array<f32>;
+@group(0) @binding(1) var<storage, read> X2: array<f32>;
+@group(0) @binding(2) var<storage, read_write> Q: array<f32>;
+@group(0) @binding(3) var<storage, read> qctl: array<f32>;
+@group(0) @binding(4) var<storage, read_write> ell: array<f32>;
+${c.cache ? "@group(0) @binding(5) var<storage, read_write> C: array<f32>;" : ""}
+var<workgroup> arg: array<u32, ${W}>;
+var<workgroup> Sw: array<f32, ${dd}>;
+var<workgroup> Ew: array<f32, ${dd}>;
+var<workgroup> Qw: array<f32, ${dd}>;
+var<workgroup> yw: array<f32, ${d}>;
+${WG1_HEAD}
+  let mem = wid.x;
+  let qo = mem * ${dd}u;
+  let base = mem * ${chunks * dd}u;
+  for (var li = lid; li < ${dd}u; li += ${W}u) {
+    let r = li / ${d}u; let s = li % ${d}u;
+    let src = base + min(r, s) * ${d}u + max(r, s);
+    var e = 0.0;
+    var t = 0.0;
+    for (var k = 0u; k < ${chunks}u; k++) { e += X1[k * ${dd}u + src]; t += X2[k * ${dd}u + src]; }
+    Ew[li] = select(0.0, e, s >= r);
+    Sw[li] = t;
+    Qw[li] = Q[qo + li];
+  }
+  workgroupBarrier();
+  ${lb}
+  if (lid == 0u) { ell[mem * ${c.stride ?? 1}u + ${c.slot}u] = lb; }
+  // No early return: the barriers below need the whole workgroup (go is the same for all of it).
+  let go = qctl[2u * mem] != 0.0;
+  let cf = ${f32(c.eta)} / lb;
+  var out: array<f32, ${per}>;
+  for (var p = 0u; p < ${per}u; p++) {
+    let li = lid + p * ${W}u;
+    if (li >= ${dd}u) { break; }
+    let r = li / ${d}u; let s = li % ${d}u;
+    var acc = 0.0;
+    for (var l = r; l <= s; l++) { acc = fma(Ew[r * ${d}u + l], Qw[l * ${d}u + s], acc); }
+    let q = Qw[li];
+    out[p] = select(0.0, select(q, q - cf * acc, go), s >= r);
+  }
+  workgroupBarrier();
+  for (var p = 0u; p < ${per}u; p++) {
+    let li = lid + p * ${W}u;
+    if (li >= ${dd}u) { break; }
+    Qw[li] = out[p];
+    Q[qo + li] = out[p];
+  }${
+      c.cache
+        ? `
+  workgroupBarrier();
+  for (var li = lid; li < ${dd}u; li += ${W}u) {
+    let r = li / ${d}u; let s = li % ${d}u;
+    var acc = 0.0;
+    for (var l = 0u; l <= min(r, s); l++) { acc = fma(Qw[l * ${d}u + r], Qw[l * ${d}u + s], acc); }
+    if (go) { C[qo + li] = acc; }
+  }`
+        : ""
+    }
 }`,
   };
 }

@@ -12,6 +12,7 @@ import {
   gramInvocations,
   type ModeConfig,
   modeInvocations,
+  PSGD_FUSED_MAX_D,
   PSGD_SMALL_D,
   PSGD_WG,
   psgdGramFinishKernel,
@@ -168,16 +169,42 @@ export function grams(
     t2.dispose();
     return { e, s };
   }
-  const chunks = gramChunks(a, d, b, diag);
-  const pe = Tensor.empty([g * chunks * outs]), ps = Tensor.empty([g * chunks * outs]);
-  const cfg = { a, d, b, chunks, diag, g };
-  const bind = [aT.buffer, bT.buffer, pe.buffer, ps.buffer];
-  dispatch(psgdGramKernel(cfg), bind, grid1d(gramInvocations(cfg), PSGD_WG));
+  const { pe, ps, chunks } = gramPartials(aT, bT, shape, k, diag, g);
   const fin = psgdGramFinishKernel({ d, chunks, diag, from: "partials", g });
   dispatch(fin, [pe.buffer, ps.buffer, e.buffer, s.buffer], grid1d(g * outs, PSGD_WG));
   pe.dispose();
   ps.dispose();
   return { e, s };
+}
+
+/**
+ * The own kernel's split-K partial Grams for axis k (d ≤ ownMaxD): pe = Σ A_i A_j − B_i B_j and ps = Σ A_i A_j
+ * + B_i B_j per chunk, [g, chunks, d, d] (upper triangles written) or [g, chunks, d] with `diag`.
+ */
+export function gramPartials(
+  aT: Tensor,
+  bT: Tensor,
+  shape: readonly number[],
+  k: number,
+  diag: boolean,
+  g = 1,
+): { pe: Tensor; ps: Tensor; chunks: number } {
+  const [a, d, b] = splitAxis(shape, k);
+  const outs = diag ? d : d * d;
+  const chunks = gramChunks(a, d, b, diag);
+  const pe = Tensor.empty([g * chunks * outs]), ps = Tensor.empty([g * chunks * outs]);
+  const cfg = { a, d, b, chunks, diag, g };
+  dispatch(
+    psgdGramKernel(cfg),
+    [aT.buffer, bT.buffer, pe.buffer, ps.buffer],
+    grid1d(gramInvocations(cfg), PSGD_WG),
+  );
+  return { pe, ps, chunks };
+}
+
+/** Whether a dense factor of size d takes the fused small-factor update (own Grams, state in one workgroup). */
+export function fusedUpdate(d: number): boolean {
+  return d <= Math.min(PSGD_FUSED_MAX_D, PSGD_MATMUL.for(gpu().adapterKind).ownMaxD);
 }
 
 /**

@@ -10,8 +10,10 @@ import {
   psgdBalanceKernel,
   psgdDiagCacheKernel,
   psgdDiagUpdateKernel,
+  psgdElementwise,
   psgdNoiseKernel,
   psgdNormKernel,
+  psgdSmallUpdateKernel,
   psgdTriKernel,
   psgdUpdateControlKernel,
   triInvocations,
@@ -20,7 +22,7 @@ import { map } from "../ops/elementwise.ts";
 import { copyBuffer, dispatch, grid1d } from "../runtime.ts";
 import { Tensor } from "../tensor.ts";
 import { matmulRaw } from "../ops/matmul.ts";
-import { gramRotation, grams, modeChain, triuInverse } from "./psgd_ops.ts";
+import { fusedUpdate, gramPartials, gramRotation, grams, modeChain, triuInverse } from "./psgd_ops.ts";
 
 export interface Factor {
   dense: boolean;
@@ -52,6 +54,8 @@ export interface UpdateContext {
   staleCache: boolean;
   zeroGradGuard: boolean;
   inverseLeaf: number;
+  /** Small dense factors through the fused update kernel (`fusedUpdate`). */
+  fuseSmall: boolean;
   /** [go, clip scale, w_t] of the current step. */
   live: Tensor;
   /** Damping noise Z of `size` values (all members at once), or null for none. */
@@ -120,7 +124,8 @@ export function updateFactors(group: Slot[], c: UpdateContext, balance: boolean)
   if (c.noise) {
     const z = c.noise(g * n);
     a = Tensor.empty([g * n]);
-    dispatch(psgdNoiseKernel(n, g), [m.buffer, z.buffer, qctl.buffer, a.buffer], grid1d(g * n, PSGD_WG));
+    const grid = grid1d(psgdElementwise(n, g * n), PSGD_WG);
+    dispatch(psgdNoiseKernel(n, g), [m.buffer, z.buffer, qctl.buffer, a.buffer], grid);
     z.dispose();
   }
   const v = c.probe(group);
@@ -140,8 +145,30 @@ export function updateFactors(group: Slot[], c: UpdateContext, balance: boolean)
   );
   for (const t of [...inv, v, a === m ? null : a]) t?.dispose();
   if (c.staleCache) refreshCaches(factors, q, cache, qctl, g, true, true);
+  // Small dense factors update in one kernel, with their fresh cache unless balancing must come first.
+  const fuseCache = !c.staleCache && !(balance && K > 1);
+  const fused = new Set<number>();
   factors.forEach((f, k) => {
-    const { e, s: sm } = grams(aT, bT, layout, (k - r + K) % K, !f.dense, g);
+    const axis = (k - r + K) % K;
+    if (c.fuseSmall && f.dense && fusedUpdate(f.d)) {
+      const { pe, ps, chunks } = gramPartials(aT, bT, layout, axis, false, g);
+      const kern = psgdSmallUpdateKernel({
+        d: f.d,
+        chunks,
+        eta: c.eta,
+        slot: k,
+        cache: fuseCache,
+        g,
+        stride: K,
+      });
+      const bind = [pe.buffer, ps.buffer, q[k].buffer, qctl.buffer, ell.buffer];
+      dispatch(kern, fuseCache ? [...bind, cache[k].buffer] : bind, [g]);
+      if (fuseCache) fused.add(k);
+      pe.dispose();
+      ps.dispose();
+      return;
+    }
+    const { e, s: sm } = grams(aT, bT, layout, axis, !f.dense, g);
     if (f.dense) {
       const y = Tensor.empty([g * f.d]);
       dispatch(psgdNormKernel({ d: f.d, slot: k, g, stride: K }), [sm.buffer, y.buffer, ell.buffer], [g]);
@@ -168,7 +195,7 @@ export function updateFactors(group: Slot[], c: UpdateContext, balance: boolean)
   });
   for (const t of [aT, bT]) t.dispose();
   if (balance && K > 1) balanceFactors(q, qctl, g);
-  refreshCaches(factors, q, cache, qctl, g, c.staleCache, false);
+  refreshCaches(factors, q, cache, qctl, g, c.staleCache, false, fused);
   qctl.dispose();
   if (g === 1) return;
   // Back to the members: factors, caches (unchanged where a member's update was skipped) and normalisers.
@@ -201,7 +228,7 @@ function balanceFactors(q: Tensor[], qctl: Tensor, g: number): void {
 /**
  * Caches from the current (stacked) factors, where the update was live. Before the update (`beforeUpdate`)
  * only the dense caches of the stale policy; after it the diagonal ones and, with the fresh policy, the dense
- * ones.
+ * ones; none of the factors in `done` (their update kernel wrote the cache).
  */
 function refreshCaches(
   factors: Factor[],
@@ -211,9 +238,10 @@ function refreshCaches(
   g: number,
   stale: boolean,
   beforeUpdate: boolean,
+  done = new Set<number>(),
 ): void {
   factors.forEach((f, k) => {
-    if (beforeUpdate !== (f.dense && stale)) return;
+    if (beforeUpdate !== (f.dense && stale) || done.has(k)) return;
     const bind = [q[k].buffer, qctl.buffer, cache[k].buffer];
     if (f.dense) {
       dispatch(psgdTriKernel(f.d, { kind: "cache" }, g), bind, grid1d(triInvocations(f.d, g), PSGD_WG));

@@ -112,8 +112,10 @@ Deno.test("psgd T0: leading-axis products, mode chains and Grams equal the naive
   await gpuReady();
   // Small d: own kernels; d above PSGD_MATMUL.ownMaxD (64, or 32 on lavapipe: the 33- and 40-axes too): matmul
   // (texture path where the sizes are multiples of 4, storage kernels otherwise); rest 1 for vectors. Each with
-  // one tensor and with two stacked members that have their own operands.
-  const products = [[5, 24], [7, 1], [33, 15], [40, 12], [70, 40], [70, 1]];
+  // one tensor and with two stacked members that have their own operands. The own kernel's quad paths: rest
+  // % 4 = 0 loads X as vec4 ([5, 24]), and then d % 4 = 0 ([8, 12]) or d = 3 ([3, 8]) stores Y as vec4; [3, 6]
+  // and [7, 1] take the scalar loads and stores.
+  const products = [[5, 24], [7, 1], [3, 8], [8, 12], [3, 6], [33, 15], [40, 12], [70, 40], [70, 1]];
   let worst = 0;
   for (const [pi, [d, rest]] of products.entries()) {
     for (const g of [1, 2]) {
@@ -442,41 +444,42 @@ Deno.test("psgd T2: 40-step trajectory of conv, linear and bias tensors matches 
   assert.ok(gap > 1e-4, `fresh and stale caches differ by only ${gap}`);
 });
 
-Deno.test("psgd T2: grouped factor updates equal tensor-by-tensor ones, each member with its own guard", async () => {
-  await gpuReady();
+/**
+ * Final parameters, factors, caches and ℓ of a 5-step run over groups of same-shape tensors through every path
+ * of the stacked stages: dense own kernels (d ≤ 32), diagonal factors, matmul with a = 1 or b = 1 ([40, 34]),
+ * narrow middle axes ([2, 36, 3]), a middle axis with b ≥ 32 that a group sends to the own kernel and a single
+ * tensor to matmul ([2, 40, 32]), balancing every other step, and a member (`GROUP_ZEROED`) whose gradient is
+ * zero (its update skipped inside a live group).
+ */
+const GROUP_SHAPES = [[40, 34], [40, 34], [2, 36, 3], [2, 36, 3], [2, 40, 32], [2, 40, 32], [5, 4], [5, 4], [
+  5,
+  4,
+], [
+  7,
+], [7]];
+const GROUP_ZEROED = 8;
+type GroupRun = { p: Float32Array; q: Float32Array[]; cache: Float32Array[]; ell: Float32Array }[];
+async function groupRun(
+  o: { groupUpdates: boolean; fuseSmallUpdates: boolean; staleCache: boolean },
+): Promise<GroupRun> {
   // Groups of same-shape tensors through every path of the stacked stages: dense own kernels (d ≤ 32), diagonal
   // factors, matmul with a = 1 or b = 1 ([40, 34]), narrow middle axes ([2, 36, 3]), a middle axis with b ≥ 32
   // that a group sends to the own kernel and a single tensor to matmul ([2, 40, 32]), balancing, and a member
   // whose gradient is zero (its update skipped inside a live group).
-  const shapes = [
-    [40, 34],
-    [40, 34],
-    [2, 36, 3],
-    [2, 36, 3],
-    [2, 40, 32],
-    [2, 40, 32],
-    [5, 4],
-    [5, 4],
-    [5, 4],
-    [7],
-    [
-      7,
-    ],
-  ];
-  const zeroed = 8;
+  const shapes = GROUP_SHAPES, zeroed = GROUP_ZEROED;
   const size = (s: number[]) => s.reduce((a, b) => a * b);
   const g = gaussian(11);
   const steps = Array.from({ length: 5 }, () => ({
     grads: shapes.map((s, i) => Float64Array.from({ length: size(s) }, () => (i === zeroed ? 0 : g() * 0.3))),
     probes: shapes.map((s) => Array.from({ length: size(s) }, () => Math.fround(g()))),
   }));
-  const run = async (groupUpdates: boolean) => {
+  const run = async () => {
     const params = shapes.map((s, i) => E.Tensor.parameter(f32(randArray(size(s), 80 + i)), s, `p${i}`));
     let t = 0;
     const opt = new PSGDKron(params, {
       lr: 0.02,
       dampingNoise: false,
-      groupUpdates,
+      ...o,
       schedule: (step) => ({ update: true, balance: step % 2 === 0 }),
       probes: (i) => upload(steps[t].probes[i]),
     });
@@ -500,18 +503,31 @@ Deno.test("psgd T2: grouped factor updates equal tensor-by-tensor ones, each mem
     opt.dispose();
     return out;
   };
-  const grouped = await run(true), single = await run(false);
-  const tol = { atol: 1e-6, rtol: 1e-5 };
+  return await run();
+}
+
+/** The largest difference of two group runs (asserting they are within `tol`). */
+function groupDiff(a: GroupRun, b: GroupRun, tol: { atol: number; rtol: number }): number {
   let worst = 0;
-  shapes.forEach((s, i) => {
-    const a = grouped[i], b = single[i];
-    worst = Math.max(worst, assertClose(`param ${i} ${s}`, a.p, b.p, tol));
-    a.q.forEach((q, k) => worst = Math.max(worst, assertClose(`param ${i} Q_${k}`, q, b.q[k], tol)));
-    a.cache.forEach((c, k) =>
-      worst = Math.max(worst, assertClose(`param ${i} cache ${k}`, c, b.cache[k], tol))
+  GROUP_SHAPES.forEach((s, i) => {
+    worst = Math.max(worst, assertClose(`param ${i} ${s}`, a[i].p, b[i].p, tol));
+    a[i].q.forEach((q, k) => worst = Math.max(worst, assertClose(`param ${i} Q_${k}`, q, b[i].q[k], tol)));
+    a[i].cache.forEach((c, k) =>
+      worst = Math.max(worst, assertClose(`param ${i} cache ${k}`, c, b[i].cache[k], tol))
     );
-    assertClose(`param ${i} ℓ`, a.ell, b.ell, tol);
+    worst = Math.max(worst, assertClose(`param ${i} ℓ`, a[i].ell, b[i].ell, tol));
   });
+  return worst;
+}
+
+Deno.test("psgd T2: grouped factor updates equal tensor-by-tensor ones, each member with its own guard", async () => {
+  await gpuReady();
+  const zeroed = GROUP_ZEROED;
+  const base = { fuseSmallUpdates: true, staleCache: false };
+  const grouped = await groupRun({ ...base, groupUpdates: true });
+  const single = await groupRun({ ...base, groupUpdates: false });
+  const tol = { atol: 1e-6, rtol: 1e-5 };
+  const worst = groupDiff(grouped, single, tol);
   // The zero-gradient member kept its identity factors while its siblings moved.
   for (const q of grouped[zeroed].q) {
     assert.deepEqual(Array.from(q), Array.from(R.identity(Math.sqrt(q.length))));
@@ -521,6 +537,18 @@ Deno.test("psgd T2: grouped factor updates equal tensor-by-tensor ones, each mem
     "the live sibling did not update",
   );
   console.log(`  grouped vs tensor by tensor: max abs difference ${worst.toExponential(2)}`);
+});
+
+Deno.test("psgd T2: the fused small-factor update equals the separate kernels bit for bit", async () => {
+  await gpuReady();
+  // Fresh caches (written by the fused kernel except on balancing steps) and stale ones (never by it).
+  for (const staleCache of [false, true]) {
+    const base = { groupUpdates: true, staleCache };
+    const fused = await groupRun({ ...base, fuseSmallUpdates: true });
+    const separate = await groupRun({ ...base, fuseSmallUpdates: false });
+    const worst = groupDiff(fused, separate, { atol: 0, rtol: 0 });
+    console.log(`  stale=${staleCache}: fused vs separate max abs difference ${worst.toExponential(2)}`);
+  }
 });
 
 // ---------------------------------------------------------------------------------------------------------------

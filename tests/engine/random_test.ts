@@ -20,6 +20,8 @@ Deno.test("random: GPU uniform draws equal the CPU reference bit for bit", async
   gen.uniform([5]).dispose();
   const got = await gen.uniform([1001]).read(); // second draw: call index 1
   assert.deepEqual(got, uniformCpu(123456789012, 1, 1001));
+  // A multiple of 4 takes the quad stores.
+  assert.deepEqual(await gen.uniform([1000]).read(), uniformCpu(123456789012, 2, 1000));
 });
 
 Deno.test("random: same seed → same tensor; next draw differs; normal moments", async () => {
