@@ -811,6 +811,47 @@ ${head(PSGD_WG)}
   };
 }
 
+/**
+ * The "update" TriForm's epilogue for a product T = E·Q formed elsewhere (matmul): Qout = Q − (η/ℓ)·T where
+ * the update is live, Q where skipped, exact zeros below the diagonal; the same expression as psgdTriKernel's.
+ */
+export function psgdTriEpilogueKernel(
+  c: { d: number; eta: number; slot: number; g: number; stride: number },
+): Kernel {
+  const { d } = c;
+  return {
+    name: `psgd_tri_epilogue_${d}_s${c.slot}${members(c.g, c.stride)}`,
+    code: `@group(0) @binding(0) var<storage, read> Q: array<f32>;
+@group(0) @binding(1) var<storage, read> T: array<f32>;
+@group(0) @binding(2) var<storage, read> ell: array<f32>;
+@group(0) @binding(3) var<storage, read> qctl: array<f32>;
+@group(0) @binding(4) var<storage, read_write> Out: array<f32>;
+${head(PSGD_WG)}
+  if (i >= ${c.g * d * d}u) { return; }
+  let mem = i / ${d * d}u;
+  let li = i % ${d * d}u;
+  let c = ${f32(c.eta)} / ell[mem * ${c.stride}u + ${c.slot}u];
+  let go = qctl[2u * mem] != 0.0;
+  let q = Q[i];
+  Out[i] = select(0.0, select(q, q - c * T[i], go), li % ${d}u >= li / ${d}u);
+}`,
+  };
+}
+
+/** dst ← src for the members (n values each) whose update was live. */
+export function psgdLiveCopyKernel(n: number, g: number): Kernel {
+  return {
+    name: `psgd_live_copy_${n}${members(g)}`,
+    code: `@group(0) @binding(0) var<storage, read> src: array<f32>;
+@group(0) @binding(1) var<storage, read> qctl: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+${head(PSGD_WG)}
+  if (i >= ${g * n}u || qctl[2u * (i / ${n}u)] == 0.0) { return; }
+  dst[i] = src[i];
+}`,
+  };
+}
+
 /** Diagonal cache refresh c = q², where the update was live. */
 export function psgdDiagCacheKernel(d: number, g = 1): Kernel {
   return {

@@ -17,7 +17,9 @@ import {
   PSGD_WG,
   psgdGramFinishKernel,
   psgdGramKernel,
+  psgdLiveCopyKernel,
   psgdModeKernel,
+  psgdTriEpilogueKernel,
   psgdTriInvLeafKernel,
   psgdTriKernel,
   triInvocations,
@@ -42,10 +44,60 @@ export function splitAxis(shape: readonly number[], k: number): [number, number,
  * 2026-12-04): the `default` AE's PSGD step with every factor updated 0.80–0.81 s at ownMaxD 64, 0.75–0.77 at
  * 32, 0.95 at 16 (16-wide products are too small for the texture path).
  */
-export const PSGD_MATMUL = adapterTable<{ ownMaxD: number }>({
-  lavapipe: { ownMaxD: 32 },
-  default: { ownMaxD: PSGD_SMALL_D },
+export const PSGD_MATMUL = adapterTable<{ ownMaxD: number; triMinD: number }>({
+  // triMinD: the factor's own d×d products (the update E·Q and the cache QᵀQ) go through matmul from this d.
+  // lavapipe (Zen 5, 2026-12-04): at d = 256 the 4×4-tile kernels take 2.2–2.6 ms (update) and 3.3 ms
+  // (cache) against ~1 ms for the texture matmul with its triangle skipped; at 64 the kernels win (0.17 ms).
+  lavapipe: { ownMaxD: 32, triMinD: 128 },
+  default: { ownMaxD: PSGD_SMALL_D, triMinD: Infinity },
 });
+
+/**
+ * Q_out = Q − (η/ℓ)·E·Q per member where its update is live (ℓ at ell[member·stride + slot]), Q elsewhere,
+ * exact zeros below the diagonal: a new [g, d, d] tensor.
+ */
+export function triUpdate(
+  q: Tensor,
+  e: Tensor,
+  ell: Tensor,
+  qctl: Tensor,
+  c: { d: number; eta: number; slot: number; g: number; stride: number },
+): Tensor {
+  const { d, g } = c;
+  const out = Tensor.empty([g * d * d]);
+  if (d < PSGD_MATMUL.for(gpu().adapterKind).triMinD) {
+    const upd = psgdTriKernel(d, { kind: "update", eta: c.eta, slot: c.slot }, g, c.stride);
+    dispatch(
+      upd,
+      [q.buffer, e.buffer, ell.buffer, qctl.buffer, out.buffer],
+      grid1d(triInvocations(d, g), PSGD_WG),
+    );
+    return out;
+  }
+  const [ev, qv] = [e.view([g, d, d]), q.view([g, d, d])];
+  const t = matmulRaw(ev, qv, false, false, undefined, "upper");
+  dispatch(
+    psgdTriEpilogueKernel(c),
+    [q.buffer, t.buffer, ell.buffer, qctl.buffer, out.buffer],
+    grid1d(g * d * d, PSGD_WG),
+  );
+  for (const x of [ev, qv, t]) x.dispose();
+  return out;
+}
+
+/** cache ← QᵀQ per member where its update is live. */
+export function triCache(q: Tensor, qctl: Tensor, cache: Tensor, d: number, g: number): void {
+  if (d < PSGD_MATMUL.for(gpu().adapterKind).triMinD) {
+    const bind = [q.buffer, qctl.buffer, cache.buffer];
+    dispatch(psgdTriKernel(d, { kind: "cache" }, g), bind, grid1d(triInvocations(d, g), PSGD_WG));
+    return;
+  }
+  const qv = q.view([g, d, d]);
+  const t = matmulRaw(qv, qv, true, false, undefined, "upper");
+  dispatch(psgdLiveCopyKernel(d * d, g), [t.buffer, qctl.buffer, cache.buffer], grid1d(g * d * d, PSGD_WG));
+  qv.dispose();
+  t.dispose();
+}
 
 export type ModeOp = ModeConfig["op"];
 
@@ -158,7 +210,7 @@ export function grams(
   diag: boolean,
   g = 1,
 ): { e: Tensor; s: Tensor } {
-  const [a, d, b] = splitAxis(shape, k);
+  const d = shape[k];
   const outs = diag ? d : d * d;
   const e = Tensor.empty([g * outs]), s = Tensor.empty([g * outs]);
   if (!diag && d > PSGD_MATMUL.for(gpu().adapterKind).ownMaxD) {

@@ -14,15 +14,22 @@ import {
   psgdNoiseKernel,
   psgdNormKernel,
   psgdSmallUpdateKernel,
-  psgdTriKernel,
   psgdUpdateControlKernel,
-  triInvocations,
 } from "../../kernels/psgd.wgsl.ts";
 import { map } from "../ops/elementwise.ts";
 import { copyBuffer, dispatch, grid1d } from "../runtime.ts";
 import { Tensor } from "../tensor.ts";
 import { matmulRaw } from "../ops/matmul.ts";
-import { fusedUpdate, gramPartials, gramRotation, grams, modeChain, triuInverse } from "./psgd_ops.ts";
+import {
+  fusedUpdate,
+  gramPartials,
+  gramRotation,
+  grams,
+  modeChain,
+  triCache,
+  triuInverse,
+  triUpdate,
+} from "./psgd_ops.ts";
 
 export interface Factor {
   dense: boolean;
@@ -172,10 +179,7 @@ export function updateFactors(group: Slot[], c: UpdateContext, balance: boolean)
     if (f.dense) {
       const y = Tensor.empty([g * f.d]);
       dispatch(psgdNormKernel({ d: f.d, slot: k, g, stride: K }), [sm.buffer, y.buffer, ell.buffer], [g]);
-      const qn = Tensor.empty([g * f.d * f.d]);
-      const upd = psgdTriKernel(f.d, { kind: "update", eta: c.eta, slot: k }, g, K);
-      const bind = [q[k].buffer, e.buffer, ell.buffer, qctl.buffer, qn.buffer];
-      dispatch(upd, bind, grid1d(triInvocations(f.d, g), PSGD_WG));
+      const qn = triUpdate(q[k], e, ell, qctl, { d: f.d, eta: c.eta, slot: k, g, stride: K });
       if (g === 1) {
         copyBuffer(qn.buffer, 0, q[k].buffer, 0, q[k].byteSize);
         qn.dispose();
@@ -242,9 +246,11 @@ function refreshCaches(
 ): void {
   factors.forEach((f, k) => {
     if (beforeUpdate !== (f.dense && stale) || done.has(k)) return;
-    const bind = [q[k].buffer, qctl.buffer, cache[k].buffer];
-    if (f.dense) {
-      dispatch(psgdTriKernel(f.d, { kind: "cache" }, g), bind, grid1d(triInvocations(f.d, g), PSGD_WG));
-    } else dispatch(psgdDiagCacheKernel(f.d, g), bind, grid1d(g * f.d, PSGD_WG));
+    if (f.dense) triCache(q[k], qctl, cache[k], f.d, g);
+    else {dispatch(
+        psgdDiagCacheKernel(f.d, g),
+        [q[k].buffer, qctl.buffer, cache[k].buffer],
+        grid1d(g * f.d, PSGD_WG),
+      );}
   });
 }

@@ -12,8 +12,11 @@ import {
   leadProduct,
   modeChain,
   packTriu,
+  PSGD_MATMUL,
+  triCache,
   triuIndex,
   triuInverse,
+  triUpdate,
   unpackTriu,
 } from "../../engine/optim/psgd_ops.ts";
 import * as R from "../../engine/optim/psgd_reference.ts";
@@ -203,6 +206,52 @@ Deno.test("psgd T0: leading-axis products, mode chains and Grams equal the naive
     }
   }
   console.log(`  max abs error ${worst.toExponential(2)}`);
+});
+
+Deno.test("psgd T0: the factor update E·Q and the cache QᵀQ through matmul equal the 4×4-tile kernels", async () => {
+  await gpuReady();
+  // Two members, the second skipped (go = 0: its Q stays, its cache is not written); d = 36 and 64 take the
+  // texture path at both tiles, 130 (not a multiple of 4) the storage kernels.
+  const table = PSGD_MATMUL.for(E.gpu().adapterKind);
+  const saved = table.triMinD;
+  try {
+    for (const d of [36, 64, 130]) {
+      const g = 2, eta = 0.1, slot = 1, stride = 2;
+      const q = [...randomTriu(d, 61), ...randomTriu(d, 62)];
+      const e = [...randomTriu(d, 63), ...randomTriu(d, 64)].map((v) => v - 0.5 * Math.fround(v));
+      const old = randArray(g * d * d, 65);
+      const run = async (triMinD: number) => {
+        table.triMinD = triMinD;
+        const [qt, et, ell, qctl, cache] = [
+          upload(q),
+          upload(e),
+          upload([0, 2.5, 0, 4]),
+          upload([1, 0, 0, 0]),
+          upload(old),
+        ];
+        const qn = triUpdate(qt, et, ell, qctl, { d, eta, slot, g, stride });
+        triCache(qn, qctl, cache, d, g);
+        const out = { qn: await qn.read(), cache: await cache.read() };
+        for (const t of [qt, et, ell, qctl, cache, qn]) t.dispose();
+        return out;
+      };
+      const kernels = await run(Infinity), viaMatmul = await run(1);
+      const tol = { atol: 1e-6, rtol: 1e-6 };
+      const eq = assertClose(`d=${d} Q update`, viaMatmul.qn, kernels.qn, tol);
+      const ec = assertClose(`d=${d} cache`, viaMatmul.cache, kernels.cache, tol);
+      const dd = d * d;
+      assert.deepEqual(viaMatmul.qn.slice(dd), f32(q.slice(dd)), "the skipped member's Q is unchanged");
+      assert.deepEqual(
+        viaMatmul.cache.slice(dd),
+        f32(old.slice(dd)),
+        "the skipped member's cache is not written",
+      );
+      assert.ok(viaMatmul.qn.some((v, i) => i < dd && v !== Math.fround(q[i])), "the live member's Q moved");
+      console.log(`  d=${d}: max abs difference Q ${eq.toExponential(2)}, cache ${ec.toExponential(2)}`);
+    }
+  } finally {
+    table.triMinD = saved;
+  }
 });
 
 Deno.test("psgd T0: blocked triangular inverse equals back substitution and Q·Q⁻¹ = I", async () => {
