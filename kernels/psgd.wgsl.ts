@@ -88,30 +88,67 @@ ${head(PSGD_WG)}
   };
 }
 
-/** p ← p·(1 − lr·wd) − lr·f(D), f the trust-region clip of §3.5 (or identity). */
-export function psgdApplyKernel(n: number, clip: boolean): Kernel {
-  const v = psgdVec(n);
+/**
+ * The parameter update's WGSL shared by psgdApplyKernel and psgdDiagStepKernel: the clip f (trust region of
+ * §3.5, or identity), the Hyper uniform, and `update` (a statement: p ← p·(1 − lr·wd) − lr·f(d) at i).
+ */
+function applyParts(n: number, clip: boolean): { decls: string; update: string } {
   const f = clip
     ? `fn clip_(d: f32) -> f32 {
   let y = clamp(d / 1.5, -1e30, 1e30);
   return clamp(1.5 * (0.9 * tanh_(y) + 0.1 * sign(y) * log1p_(abs(y))), -2.0, 2.0);
 }`
     : `fn clip_(d: f32) -> f32 { return d; }`;
-  const u = v === 4 ? "vec4f(clip_(d.x), clip_(d.y), clip_(d.z), clip_(d.w))" : "clip_(d)";
+  const u = psgdVec(n) === 4 ? "vec4f(clip_(d.x), clip_(d.y), clip_(d.z), clip_(d.w))" : "clip_(d)";
+  return {
+    decls: `${MATH_PRELUDE}
+${f}
+struct Hyper { lr: f32, wd: f32, pad0: f32, pad1: f32 };`,
+    update: `let u = ${u};
+  p[i] = p[i] * (1.0 - h.lr * h.wd) - h.lr * u;`,
+  };
+}
+
+/** p ← p·(1 − lr·wd) − lr·f(D), f the trust-region clip of §3.5 (or identity). */
+export function psgdApplyKernel(n: number, clip: boolean): Kernel {
+  const { decls, update } = applyParts(n, clip);
   return {
     name: `psgd_apply_${n}${clip ? "_tr" : ""}`,
-    code: `${MATH_PRELUDE}
-${f}
-struct Hyper { lr: f32, wd: f32, pad0: f32, pad1: f32 };
+    code: `${decls}
 @group(0) @binding(0) var<storage, read_write> p: array<${elem(n)}>;
 @group(0) @binding(1) var<storage, read> D: array<${elem(n)}>;
 @group(0) @binding(2) var<storage, read> step: array<f32>;
 @group(0) @binding(3) var<uniform> h: Hyper;
 ${head(PSGD_WG)}
-  if (i >= ${n / v}u || step[0] == 0.0) { return; }
+  if (i >= ${n / psgdVec(n)}u || step[0] == 0.0) { return; }
   let d = D[i];
-  let u = ${u};
-  p[i] = p[i] * (1.0 - h.lr * h.wd) - h.lr * u;
+  ${update}
+}`,
+  };
+}
+
+/**
+ * A tensor whose one factor is diagonal (1-D parameters), its whole step in one pass: the momentum of
+ * psgdMomentumKernel, P·u = u ⊙ c (the "mul" mode product with the cache c) and psgdApplyKernel's update, with
+ * their arithmetic, so the result is theirs bit for bit.
+ */
+export function psgdDiagStepKernel(n: number, clip: boolean): Kernel {
+  const { decls, update } = applyParts(n, clip);
+  return {
+    name: `psgd_diag_step_${n}${clip ? "_tr" : ""}`,
+    code: `${decls}
+@group(0) @binding(0) var<storage, read_write> m: array<${elem(n)}>;
+@group(0) @binding(1) var<storage, read> g: array<${elem(n)}>;
+@group(0) @binding(2) var<storage, read> step: array<f32>;
+@group(0) @binding(3) var<storage, read> c: array<${elem(n)}>;
+@group(0) @binding(4) var<storage, read_write> p: array<${elem(n)}>;
+@group(0) @binding(5) var<uniform> h: Hyper;
+${head(PSGD_WG)}
+  if (i >= ${n / psgdVec(n)}u || step[0] == 0.0) { return; }
+  let mi = m[i] + step[2] * (step[1] * g[i] - m[i]);
+  m[i] = mi;
+  let d = mi * c[i];
+  ${update}
 }`,
   };
 }

@@ -497,15 +497,23 @@ Deno.test("psgd T2: 40-step trajectory of conv, linear and bias tensors matches 
  * Final parameters, factors, caches and ℓ of a 5-step run over groups of same-shape tensors through every path
  * of the stacked stages: dense own kernels (d ≤ 32), diagonal factors, matmul with a = 1 or b = 1 ([40, 34]),
  * narrow middle axes ([2, 36, 3]), a middle axis with b ≥ 32 that a group sends to the own kernel and a single
- * tensor to matmul ([2, 40, 32]), balancing every other step, and a member (`GROUP_ZEROED`) whose gradient is
- * zero (its update skipped inside a live group).
+ * tensor to matmul ([2, 40, 32]), balancing every other step, a member (`GROUP_ZEROED`) whose gradient is
+ * zero (its update skipped inside a live group), and 1-D tensors (whose step is one fused pass; [8] in quads).
  */
-const GROUP_SHAPES = [[40, 34], [40, 34], [2, 36, 3], [2, 36, 3], [2, 40, 32], [2, 40, 32], [5, 4], [5, 4], [
-  5,
-  4,
-], [
-  7,
-], [7]];
+const GROUP_SHAPES: number[][] = [
+  [40, 34],
+  [40, 34],
+  [2, 36, 3],
+  [2, 36, 3],
+  [2, 40, 32],
+  [2, 40, 32],
+  [5, 4],
+  [5, 4],
+  [5, 4],
+  [7],
+  [7],
+  [8],
+];
 const GROUP_ZEROED = 8;
 type GroupRun = { p: Float32Array; q: Float32Array[]; cache: Float32Array[]; ell: Float32Array }[];
 async function groupRun(
