@@ -569,8 +569,12 @@ ${WG1_HEAD}
   };
 }
 
-/** Largest dense factor the fused small-factor update handles (its S, E and Q fit one workgroup's memory). */
-export const PSGD_FUSED_MAX_D = 32;
+/**
+ * Largest dense factor the fused small-factor update handles. Its S, E and Q would fit one workgroup's memory up
+ * to 32, but creating the d = 32 pipeline costs 90–150 ms even from Mesa's warm cache (its loops of 32 are
+ * unrolled), against ~30 ms for the separate kernels it replaces, on every fresh process (lavapipe, 2026-12-04).
+ */
+export const PSGD_FUSED_MAX_D = 16;
 
 /**
  * The whole update of a small dense factor (d ≤ PSGD_FUSED_MAX_D) in one workgroup per member, from the Grams'
@@ -583,7 +587,7 @@ export function psgdSmallUpdateKernel(
   c: { d: number; chunks: number; eta: number; slot: number; cache: boolean; g?: number; stride?: number },
 ): Kernel {
   const { d, chunks } = c;
-  const g = c.g ?? 1, W = PSGD_WG1, dd = d * d, per = Math.ceil(dd / W);
+  const g = c.g ?? 1, W = PSGD_WG1, dd = d * d;
   if (d > PSGD_FUSED_MAX_D) throw new Error(`psgdSmallUpdateKernel: d ${d} > ${PSGD_FUSED_MAX_D}`);
   const lb = lbCode(d, (e) => `Sw[${e}]`, (j) => `yw[${j}]`, "");
   return {
@@ -621,22 +625,17 @@ ${WG1_HEAD}
   // No early return: the barriers below need the whole workgroup (go is the same for all of it).
   let go = qctl[2u * mem] != 0.0;
   let cf = ${f32(c.eta)} / lb;
-  var out: array<f32, ${per}>;
-  for (var p = 0u; p < ${per}u; p++) {
-    let li = lid + p * ${W}u;
-    if (li >= ${dd}u) { break; }
+  // S is dead after lb: the new Q goes there (each entry from one invocation, E and Q only read).
+  for (var li = lid; li < ${dd}u; li += ${W}u) {
     let r = li / ${d}u; let s = li % ${d}u;
     var acc = 0.0;
     for (var l = r; l <= s; l++) { acc = fma(Ew[r * ${d}u + l], Qw[l * ${d}u + s], acc); }
     let q = Qw[li];
-    out[p] = select(0.0, select(q, q - cf * acc, go), s >= r);
+    Sw[li] = select(0.0, select(q, q - cf * acc, go), s >= r);
   }
   workgroupBarrier();
-  for (var p = 0u; p < ${per}u; p++) {
-    let li = lid + p * ${W}u;
-    if (li >= ${dd}u) { break; }
-    Qw[li] = out[p];
-    Q[qo + li] = out[p];
+  for (var li = lid; li < ${dd}u; li += ${W}u) {
+    Q[qo + li] = Sw[li];
   }${
       c.cache
         ? `
@@ -644,7 +643,7 @@ ${WG1_HEAD}
   for (var li = lid; li < ${dd}u; li += ${W}u) {
     let r = li / ${d}u; let s = li % ${d}u;
     var acc = 0.0;
-    for (var l = 0u; l <= min(r, s); l++) { acc = fma(Qw[l * ${d}u + r], Qw[l * ${d}u + s], acc); }
+    for (var l = 0u; l <= min(r, s); l++) { acc = fma(Sw[l * ${d}u + r], Sw[l * ${d}u + s], acc); }
     if (go) { C[qo + li] = acc; }
   }`
         : ""

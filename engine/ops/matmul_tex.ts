@@ -36,6 +36,8 @@ export interface TexRule {
   rm: number;
   rn: number;
   minWork: number;
+  /** And at least this many outputs per batch entry (m·n); default 0. */
+  minOutputs?: number;
   note: string;
 }
 
@@ -53,7 +55,9 @@ export interface TexRule {
  * is small). Since all batches' tiles run as one range (matmulTexLaunch), small outputs no longer leave lanes
  * idle: PSGD's Grams (8 × 64×576·576×64) take 1.8–2.1 ms at 16×16 against 2.2–3.0 at 8×8, the attention
  * values product (32 × 320×320·320×32) 6.9 against 9.6 (Zen 5, 2026-12-04; with a workgroup per batch they
- * were 5.2 against 2.7 and 12.5 against 14.1). GPUs read storage buffers at full speed: no rules, no textures.
+ * were 5.2 against 2.7 and 12.5 against 14.1). Outputs under 2^13 per matrix (the Grams) still take 8×8: each
+ * 16×16 pipeline costs 50–85 ms to create from a warm Mesa cache against 11–21 at 8×8, on every fresh process,
+ * for ~0.5 ms a step. GPUs read storage buffers at full speed: no rules, no textures.
  */
 export const MATMUL_TEX_RULES = adapterTable<readonly TexRule[]>({
   lavapipe: [
@@ -61,6 +65,7 @@ export const MATMUL_TEX_RULES = adapterTable<readonly TexRule[]>({
       rm: 16,
       rn: 16,
       minWork: 2 ** 24,
+      minOutputs: 2 ** 13,
       note: "1024³ 15.3 GFLOP/s (Zen 1); 2560×128×512 39.5 (Zen 5); compiles in 1.4–10 s a shape",
     },
     { rm: 8, rn: 8, minWork: 2 ** 18, note: "1024³ 9.9 GFLOP/s; compiles in ~0.5–1.5 s per shape" },
@@ -147,7 +152,7 @@ export function matmulTexTile(p: MatmulTexProblem): TexRule | null {
   const all = rules.length ? rules : MATMUL_TEX_RULES.for("lavapipe");
   if (forcedRule) return forcedRule;
   // Forced on (tests), the smallest rule serves any size.
-  const fit = all.find((r) => p.batch * p.m * p.n * p.k >= r.minWork);
+  const fit = all.find((r) => p.batch * p.m * p.n * p.k >= r.minWork && p.m * p.n >= (r.minOutputs ?? 0));
   return fit ?? (enabled ? all[all.length - 1] : null);
 }
 

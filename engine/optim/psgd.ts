@@ -78,7 +78,7 @@ export interface PSGDKronOptions {
    */
   groupUpdates?: boolean;
   /**
-   * Fuse the small kernels (default true): each small dense factor's update (d ≤ 32: Gram finish, lb,
+   * Fuse the small kernels (default true): each small dense factor's update (d ≤ 16: Gram finish, lb,
    * triangular step, cache) in one kernel, four dispatches fewer per factor, and a 1-D tensor's momentum, P·u
    * and parameter update in one pass, two fewer per step. The same results bit for bit as the separate
    * kernels (`false`).

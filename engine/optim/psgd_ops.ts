@@ -103,7 +103,8 @@ export type ModeOp = ModeConfig["op"];
 
 /**
  * Y = X ×_0 M per member on X viewed as [d, rest], written as [rest, d]: the product's axis moves last. op "mm"
- * uses M, "mmT" Mᵀ (d×d); "mul"/"div" scale by the vector M; `upper`: M is upper-triangular (both paths skip its zeros).
+ * uses M, "mmT" Mᵀ (d×d); "mul"/"div" scale by the vector M; `upper`: M is upper-triangular (the own kernel
+ * skips its zeros, matmul for "mmT").
  * Applied to each axis in turn (`modeChain`) every axis comes to lead and the result ends in the original
  * layout, so no product needs the permutes a middle axis would (lavapipe: [C, C, 3, 3]'s second axis).
  */
@@ -124,8 +125,11 @@ export function leadProduct(
   }
   if (lead !== 1) throw new Error(`leadProduct: a matmul product (d = ${d}) cannot move a second axis`);
   const mm = m.view([g, d, d]);
-  // Y = Xᵀ·Mᵀ ("mm") or Xᵀ·M ("mmT"), both [rest, d] per member; an upper M makes Mᵀ lower.
-  const tri = upper ? (op === "mm" ? "lower" : "upper") : undefined;
+  // Y = Xᵀ·Mᵀ ("mm") or Xᵀ·M ("mmT"), both [rest, d] per member. An upper M (the update's Q⁻¹) lets "mmT" skip
+  // its zeros; "mm" keeps the full product, whose pipeline the per-step P·u (dense caches) shares: a separate
+  // triangular one per shape cost more pipeline creation on a fresh process (~30–85 ms each from a warm Mesa
+  // cache on lavapipe) than it saved a step.
+  const tri = upper && op === "mmT" ? "upper" : undefined;
   const y = viewed(x, [g, d, rest], (v) => matmulRaw(v, mm, true, op === "mm", undefined, tri));
   mm.dispose();
   return y;
