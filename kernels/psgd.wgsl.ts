@@ -73,6 +73,9 @@ export const psgdElementwise = (n: number, total = n): number => total / psgdVec
 
 const elem = (n: number) => (psgdVec(n) === 4 ? "vec4f" : "f32");
 
+/** The momentum update's expression at i (shared by psgdMomentumKernel and psgdDiagStepKernel: same bits). */
+const MOMENTUM = "m[i] + step[2] * (step[1] * g[i] - m[i])";
+
 /** m ← m + w_t·(s·g − m) where the step is live. */
 export function psgdMomentumKernel(n: number): Kernel {
   const v = psgdVec(n);
@@ -83,7 +86,7 @@ export function psgdMomentumKernel(n: number): Kernel {
 @group(0) @binding(2) var<storage, read> step: array<f32>;
 ${head(PSGD_WG)}
   if (i >= ${n / v}u || step[0] == 0.0) { return; }
-  m[i] = m[i] + step[2] * (step[1] * g[i] - m[i]);
+  m[i] = ${MOMENTUM};
 }`,
   };
 }
@@ -145,7 +148,7 @@ export function psgdDiagStepKernel(n: number, clip: boolean): Kernel {
 @group(0) @binding(5) var<uniform> h: Hyper;
 ${head(PSGD_WG)}
   if (i >= ${n / psgdVec(n)}u || step[0] == 0.0) { return; }
-  let mi = m[i] + step[2] * (step[1] * g[i] - m[i]);
+  let mi = ${MOMENTUM};
   m[i] = mi;
   let d = mi * c[i];
   ${update}
