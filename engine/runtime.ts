@@ -113,6 +113,8 @@ let encoder: GPUCommandEncoder | null = null;
 let pass: GPUComputePassEncoder | null = null;
 let dispatchesSinceSubmit = 0;
 const pipelines = new Map<string, GPUComputePipeline>();
+/** The pipeline of each Kernel object seen (a WeakMap: kernels from uncached builders come and go). */
+const byKernel = new WeakMap<Kernel, GPUComputePipeline>();
 export const counters = { dispatches: 0, submits: 0, readbacks: 0, pipelines: 0 };
 
 function getEncoder(): GPUCommandEncoder {
@@ -121,7 +123,8 @@ function getEncoder(): GPUCommandEncoder {
 }
 
 export function pipelineFor(k: Kernel): GPUComputePipeline {
-  let p = pipelines.get(k.code);
+  // A cached builder's Kernel object (kernels/common.ts cachedKernel) finds its pipeline without hashing the source.
+  let p = byKernel.get(k) ?? pipelines.get(k.code);
   if (!p) {
     const device = gpu().device;
     const module = device.createShaderModule({ label: k.name, code: k.code });
@@ -133,6 +136,7 @@ export function pipelineFor(k: Kernel): GPUComputePipeline {
     pipelines.set(k.code, p);
     counters.pipelines++;
   }
+  byKernel.set(k, p);
   return p;
 }
 

@@ -10,6 +10,26 @@ export interface Kernel {
   code: string;
 }
 
+/**
+ * A kernel builder that returns the same Kernel object for the same arguments (builders are pure: the WGSL
+ * depends on the arguments only). Encoding a training step calls builders once per dispatch; regenerating a
+ * texture kernel's 10–30 KB of source and hashing it in the pipeline cache every time was ~15% of the host's
+ * encode time (lavapipe's `default` AE step), and the runtime finds the pipeline of a known Kernel object
+ * without hashing its source.
+ */
+export function cachedKernel<A extends unknown[]>(build: (...args: A) => Kernel): (...args: A) => Kernel {
+  const cache = new Map<string, Kernel>();
+  return (...args: A) => {
+    const key = JSON.stringify(args);
+    let k = cache.get(key);
+    if (!k) {
+      k = build(...args);
+      cache.set(key, k);
+    }
+    return k;
+  };
+}
+
 /** An exact f32 literal: the bit pattern, so baked constants round-trip and never print as `1e-7` vs `1e-07`. */
 export function f32(x: number): string {
   if (Number.isInteger(x) && Math.abs(x) < 2 ** 24) return `${x}.0`;

@@ -16,7 +16,7 @@
  *   exact because X is a multiple of 4; every tap then reads a constant index of those values.
  * - Outputs past O or X are not stored; their weight texels are padding zeros or the next rows' values.
  */
-import { type Kernel, linearIndex, MAIN_BUILTINS, stridesOf } from "./common.ts";
+import { cachedKernel, type Kernel, linearIndex, MAIN_BUILTINS, stridesOf } from "./common.ts";
 import type { ConvGeom } from "./conv.wgsl.ts";
 import { texelLoad, texelLoaders } from "./matmul_tex.wgsl.ts";
 
@@ -77,7 +77,7 @@ function rowOffsets(outerDims: readonly number[], k: number, circular: boolean) 
   });
 }
 
-export function convTexKernel(c: ConvTexConfig): Kernel {
+export const convTexKernel = cachedKernel(function convTexKernel(c: ConvTexConfig): Kernel {
   const { k, rx, ro, cin: cr } = c;
   const n = c.spatial.length, X = c.spatial[n - 1], X4 = X / 4;
   const outerDims = c.spatial.slice(0, -1), outer = outerDims.reduce((a, b) => a * b, 1);
@@ -167,7 +167,7 @@ fn main(${MAIN_BUILTINS}) {
     c.circular ? "c" : "z"
   }_r${ro}x${rx}${c.bias ? "_b" : ""}`;
   return { name, code };
-}
+});
 
 /**
  * The weight gradient's geometry (channels of x as `cin`, of g as `cout`) and its tile: output × input channels
@@ -186,7 +186,7 @@ export function convTexWgradInvocations(c: ConvTexWgradConfig): number {
  * pass, 4 positions along the last axis per texel). The caller sums the splits. Each invocation holds ro·rc·taps
  * scalar accumulators and adds, per texel column, one 4-position dot product per (o, c, tap).
  */
-export function convTexWgradKernel(c: ConvTexWgradConfig): Kernel {
+export const convTexWgradKernel = cachedKernel(function convTexWgradKernel(c: ConvTexWgradConfig): Kernel {
   const { k, ro, rc } = c;
   const n = c.spatial.length, X = c.spatial[n - 1], X4 = X / 4;
   const outerDims = c.spatial.slice(0, -1), outer = outerDims.reduce((a, b) => a * b, 1);
@@ -269,4 +269,4 @@ fn main(${MAIN_BUILTINS}) {
     c.circular ? "c" : "z"
   }_r${ro}x${rc}_s${c.splits}`;
   return { name, code };
-}
+});

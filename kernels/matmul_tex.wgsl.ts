@@ -23,7 +23,7 @@
  *   covers `matmulTexTexels`) and are never stored.
  * - With `triB` each tile's k loop covers only op(B)'s triangle at its columns, and the tiles run n-major.
  */
-import type { Kernel } from "./common.ts";
+import { cachedKernel, type Kernel } from "./common.ts";
 import type { MatmulConfig } from "./matmul.wgsl.ts";
 
 /** The storage kernels' problem (shape, transposes, bias) with broadcasting as flags and this kernel's tile. */
@@ -119,7 +119,7 @@ export function matmulTexTexels(c: MatmulTexConfig): { a: number; b: number } {
   };
 }
 
-export function matmulTexKernel(c: MatmulTexConfig): Kernel {
+export const matmulTexKernel = cachedKernel(function matmulTexKernel(c: MatmulTexConfig): Kernel {
   const { rm, rn, m: M, n: N, k: K } = c;
   if (!matmulTexAligned(c)) throw new Error(`matmul_tex: ${JSON.stringify(c)} reads unaligned quads`);
   const rn4 = rn / 4, rm4 = rm / 4, K4 = K / 4;
@@ -237,4 +237,4 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
     c.bias ? "_bias" : ""
   }${c.triB ? `_tri${c.triB[0].toUpperCase()}` : ""}`;
   return { name, code };
-}
+});

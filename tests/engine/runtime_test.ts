@@ -6,7 +6,8 @@
  */
 import assert from "node:assert/strict";
 import * as E from "../../engine/index.ts";
-import { counters, writeBuffer } from "../../engine/runtime.ts";
+import { counters, pipelineFor, writeBuffer } from "../../engine/runtime.ts";
+import { psgdMomentumKernel } from "../../kernels/psgd.wgsl.ts";
 import { gpuReady } from "../helpers.ts";
 
 const N = 1024;
@@ -68,4 +69,17 @@ Deno.test("runtime: host writes never overtake pending work on a recycled buffer
   } finally {
     a.dispose();
   }
+});
+
+Deno.test("runtime: a cached kernel builder returns one Kernel per arguments, whose pipeline is found again", async () => {
+  await gpuReady();
+  const a = psgdMomentumKernel(64), b = psgdMomentumKernel(64), c = psgdMomentumKernel(128);
+  assert.equal(a, b, "same arguments, same object");
+  assert.notEqual(a, c);
+  assert.notEqual(a.code, c.code);
+  const before = counters.pipelines;
+  const p = pipelineFor(a);
+  assert.equal(pipelineFor(b), p, "found by the Kernel object");
+  assert.equal(pipelineFor({ ...a }), p, "an equal source from another object finds the same pipeline");
+  assert.ok(counters.pipelines - before <= 1, "at most one pipeline created");
 });
