@@ -3,7 +3,7 @@
  * step never waits for the host: `adam_advance` bumps t (or the skip count when the global gradient norm is not
  * finite), and `adam_update` reads t and the norm, clips, applies bias-corrected Adam(W), or does nothing.
  */
-import { type Kernel, MATH_PRELUDE } from "./common.ts";
+import { cachedKernel, type Kernel, MATH_PRELUDE } from "./common.ts";
 
 export const ADAM_WG = 256;
 
@@ -11,7 +11,7 @@ const HYPER =
   `struct Hyper { lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32, max_norm: f32, decoupled: f32, pad: f32 };`;
 
 /** state = [t, skipped]; gn = [global grad norm]. */
-export function adamAdvanceKernel(): Kernel {
+function buildAdamAdvanceKernel(): Kernel {
   return {
     name: "adam_advance",
     code: `${MATH_PRELUDE}
@@ -24,7 +24,7 @@ fn main() {
   };
 }
 
-export function adamUpdateKernel(n: number): Kernel {
+function buildAdamUpdateKernel(n: number): Kernel {
   return {
     name: `adam_update_${n}`,
     code: `${MATH_PRELUDE}
@@ -58,3 +58,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }`,
   };
 }
+
+// One Kernel object per arguments (kernels/common.ts cachedKernel).
+export const adamAdvanceKernel = cachedKernel(buildAdamAdvanceKernel);
+export const adamUpdateKernel = cachedKernel(buildAdamUpdateKernel);

@@ -17,7 +17,7 @@
  *   adapter's JIT (seconds per pipeline); head dim, heads and tiles are baked.
  * - Any N: out-of-range rows read zeros and are not stored; out-of-range keys get weight 0.
  */
-import { f32, type Kernel } from "./common.ts";
+import { cachedKernel, f32, type Kernel } from "./common.ts";
 
 /** Register/workgroup tiling of the flash kernels. */
 export interface AttnTile {
@@ -94,7 +94,7 @@ export function fwdSharedBytes(t: AttnTile, d: number): number {
  * prep: one invocation per (b, n, h) row. Writes Q̃ = rot(q̂)·log2(e)/√d, K̂ = rot(k̂) in (B·H, N, d) and the two
  * reciprocal RMS values (B·H, N, 2) for the backward. Angles: φ_j = Σ_a p[n, a]·Θ[a, h·d/2 + j].
  */
-export function attnPrepKernel(dims: AttnDims, eps: number, wg = 64): Kernel {
+function buildAttnPrepKernel(dims: AttnDims, eps: number, wg = 64): Kernel {
   const { heads: H, headDim: d, axes: A } = dims;
   const d4 = d / 4, half = (H * d) / 2;
   const scale = LOG2E / Math.sqrt(d);
@@ -282,7 +282,7 @@ export const FLASH_BUILTINS = `@builtin(workgroup_id) wid: vec3u, @builtin(local
  * memory, O += P·V (register tile rm × d/tx). At the end the row sums are reduced across the tx invocations of
  * a row, O is normalised and stored, LSE = M + log2(l).
  */
-export function attnFwdKernel(dims: AttnDims, t: AttnTile): Kernel {
+function buildAttnFwdKernel(dims: AttnDims, t: AttnTile): Kernel {
   const { heads: H, headDim: d } = dims;
   const l = tileLayout(t, d);
   const { tx, ty, d4, rd4, qs } = l;
@@ -366,3 +366,7 @@ fn main(${FLASH_BUILTINS}) {
 }`;
   return { name: `attn_fwd_h${H}_d${d}_${tileTag(t)}`, code };
 }
+
+// One Kernel object per arguments (kernels/common.ts cachedKernel).
+export const attnPrepKernel = cachedKernel(buildAttnPrepKernel);
+export const attnFwdKernel = cachedKernel(buildAttnFwdKernel);

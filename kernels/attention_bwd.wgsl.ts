@@ -12,7 +12,7 @@
  *   ∂L/∂q = r_q·R(−φ)(g − q_r·⟨g, q_r⟩/d)      (R orthogonal, so ⟨R(−φ)g, q_n⟩ = ⟨g, q_r⟩)
  *   ∂L/∂φ_i = g_{2i+1}·q_r,2i − g_2i·q_r,2i+1   (summed over q and k)
  */
-import { f32, type Kernel } from "./common.ts";
+import { cachedKernel, f32, type Kernel } from "./common.ts";
 import {
   accDecl,
   type AttnDims,
@@ -38,7 +38,7 @@ export function bwdSharedBytes(t: AttnTile, d: number): number {
 }
 
 /** Δ[bh, n] = Σ_i dO[b, n, h, i]·O[b, n, h, i]; one invocation per row. */
-export function attnDeltaKernel(dims: AttnDims, wg = 64): Kernel {
+function buildAttnDeltaKernel(dims: AttnDims, wg = 64): Kernel {
   const { heads: H, headDim: d } = dims;
   const d4 = d / 4;
   const code = `${PARAMS_WGSL}
@@ -110,7 +110,7 @@ fn main(${FLASH_BUILTINS}) {
  * dQ' = Σ_keys dS·K̂ for a block of bq queries (rows), walking key tiles (columns). Per tile: S and dP (two score
  * products staged together), dS = P∘(dP − Δ) to workgroup memory, then the value product with K̂ rows.
  */
-export function attnDqKernel(dims: AttnDims, t: AttnTile): Kernel {
+function buildAttnDqKernel(dims: AttnDims, t: AttnTile): Kernel {
   const { heads: H, headDim: d } = dims;
   const l = tileLayout(t, d);
   const { tx, ty, d4, rd4, qs } = l;
@@ -180,7 +180,7 @@ ${header(tx, ty, H, d4)}
  * dK' = Σ_queries dSᵀ·Q̃ and dV = Σ_queries Pᵀ·dO for a block of bq keys (rows), walking query tiles (columns).
  * Per tile: Sᵀ = K̂·Q̃ᵀ and dPᵀ = V·dOᵀ, Pᵀ and dSᵀ to workgroup memory, then both value products.
  */
-export function attnDkvKernel(dims: AttnDims, t: AttnTile): Kernel {
+function buildAttnDkvKernel(dims: AttnDims, t: AttnTile): Kernel {
   const { heads: H, headDim: d } = dims;
   const l = tileLayout(t, d);
   const { tx, ty, d4, rd4, qs } = l;
@@ -259,7 +259,7 @@ ${header(tx, ty, H, d4)}
  * post: one invocation per (b, n, h) row. From Q̃, K̂, the reciprocal RMS values and the raw sums dQ', dK', dV:
  * d(qkv) (B, N, 3, H, d) and dφ (B, N, H·d/2) (q and k contributions summed).
  */
-export function attnPostKernel(dims: AttnDims, wg = 64): Kernel {
+function buildAttnPostKernel(dims: AttnDims, wg = 64): Kernel {
   const { heads: H, headDim: d, axes: A } = dims;
   const d4 = d / 4, half = (H * d) / 2;
   const qScale = LOG2E / Math.sqrt(d);
@@ -330,7 +330,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }
 
 /** dΘ[a, j] = Σ_{b, n} coords[n, a]·dφ[b, n, j]; one invocation per slot j (P.rows = batch). */
-export function attnDthetaKernel(dims: AttnDims, wg = 64): Kernel {
+function buildAttnDthetaKernel(dims: AttnDims, wg = 64): Kernel {
   const { heads: H, headDim: d, axes: A } = dims;
   const half = (H * d) / 2;
   const code = `${PARAMS_WGSL}
@@ -352,3 +352,10 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }`;
   return { name: `attn_dtheta_h${H}_d${d}_a${A}_w${wg}`, code };
 }
+
+// One Kernel object per arguments (kernels/common.ts cachedKernel).
+export const attnDeltaKernel = cachedKernel(buildAttnDeltaKernel);
+export const attnDqKernel = cachedKernel(buildAttnDqKernel);
+export const attnDkvKernel = cachedKernel(buildAttnDkvKernel);
+export const attnPostKernel = cachedKernel(buildAttnPostKernel);
+export const attnDthetaKernel = cachedKernel(buildAttnDthetaKernel);

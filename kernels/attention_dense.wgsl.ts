@@ -8,7 +8,7 @@
  * Invariants: S, dP are (G, N, N) row-major for G (batch·head) slices; `lse` and `delta` are the whole
  * (B·H, N) arrays and `row0` is the chunk's first row in them. Grids beyond 65535 workgroups spill into y.
  */
-import { f32, type Kernel } from "./common.ts";
+import { cachedKernel, f32, type Kernel } from "./common.ts";
 import { LOG2E } from "./attention.wgsl.ts";
 
 /** Uniform block: row length n, rows in the chunk, first row of the chunk in lse/delta. */
@@ -32,7 +32,7 @@ function unit(n: number) {
  * it twice (sum, then write): no barriers and no cross-invocation reduction, which on a CPU adapter cost more
  * than the second read.
  */
-export function denseSoftmaxKernel(d: number, n: number): Kernel {
+function buildDenseSoftmaxKernel(d: number, n: number): Kernel {
   const M = f32(LOG2E * Math.sqrt(d));
   const u = unit(n), W = DENSE_WG;
   const code = `${DENSE_PARAMS}
@@ -59,7 +59,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
  * Backward scores in place: P = exp2(S − LSE) overwrites S, dS = P∘(dP − Δ) overwrites dP. Elementwise with
  * per-row scalars, one invocation per element (vec4 when the row length allows).
  */
-export function denseScoresBwdKernel(n: number): Kernel {
+function buildDenseScoresBwdKernel(n: number): Kernel {
   const u = unit(n), W = DENSE_WG;
   const code = `${DENSE_PARAMS}
 @group(0) @binding(0) var<storage, read_write> s: array<${u.ty}>;
@@ -83,3 +83,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 export function denseParams(n: number, rows: number, row0: number): Uint32Array {
   return new Uint32Array([n, rows, row0, 0]);
 }
+
+// One Kernel object per arguments (kernels/common.ts cachedKernel).
+export const denseSoftmaxKernel = cachedKernel(buildDenseSoftmaxKernel);
+export const denseScoresBwdKernel = cachedKernel(buildDenseScoresBwdKernel);

@@ -9,7 +9,7 @@
  *   dx = rstd · (g − mean_c(g) − x̂ · Σ_c(g·x̂) / (C − 1)),
  * the (C − 1) coming from d var / dx = 2 (x − μ) / (C − 1).
  */
-import { f32, type Kernel } from "./common.ts";
+import { cachedKernel, f32, type Kernel } from "./common.ts";
 
 export interface ChannelNormConfig {
   batch: number;
@@ -35,7 +35,7 @@ export function channelNormInvocations(c: ChannelNormConfig): number {
 /**
  * Bindings — forward: x, y, mean, rstd (each (B, P)); backward: x, g, mean, rstd, dx.
  */
-export function channelNormKernel(c: ChannelNormConfig): Kernel {
+function buildChannelNormKernel(c: ChannelNormConfig): Kernel {
   const vw = channelNormVector(c);
   const T = vw === 4 ? "vec4<f32>" : "f32";
   const groups = c.pixels / vw, n = channelNormInvocations(c);
@@ -88,3 +88,6 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }`;
   return { name: `channel_norm_${c.pass}_${c.batch}x${c.channels}x${c.pixels}_v${vw}`, code };
 }
+
+// One Kernel object per arguments (kernels/common.ts cachedKernel).
+export const channelNormKernel = cachedKernel(buildChannelNormKernel);

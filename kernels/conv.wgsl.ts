@@ -26,7 +26,7 @@
  * channels read zeros); the pipeline name encodes shape, padding and tile.
  * (Longer than most files: three passes × two strategies share the padding, row-segment and FMA emitters here.)
  */
-import type { Kernel } from "./common.ts";
+import { cachedKernel, type Kernel } from "./common.ts";
 
 export interface ConvGeom {
   batch: number;
@@ -261,7 +261,7 @@ export function convGrid(c: ConvConfig, maxPerDim: number): [number, number, num
  * Bindings: x (B, cin, ...S), A (rp, taps, op) as vec4 over o, [bias (cout)], y (B, cout, ...S).
  * Output channels past cout, rows and columns past the edge are computed on clamped inputs and never stored.
  */
-export function convKernel(c: ConvConfig): Kernel {
+function buildConvKernel(c: ConvConfig): Kernel {
   const d = dims(c), t = c.tile;
   if (t.rm % 4 !== 0) throw new Error(`conv tile: rm must be a multiple of 4, got ${t.rm}`);
   const body = t.stage ? stagedForward(c, d) : directForward(c, d);
@@ -539,7 +539,7 @@ export function wgradGrid(c: WgradConfig): [number, number, number] {
  * Bindings: x (B, cin, ...S), g (B, cout, ...S), partial (splits, cout, cin, taps).
  * Each invocation owns rm × rc channel pairs × all taps and sums them over its split's pixel rows.
  */
-export function wgradKernel(c: WgradConfig): Kernel {
+function buildWgradKernel(c: WgradConfig): Kernel {
   const d = dims(c), t = c.tile;
   const vw = t.stage ? 1 : columnVector(d.sl, t.rn, d.h);
   const xt = vw === 4 ? "vec4<f32>" : "f32";
@@ -752,7 +752,7 @@ export interface WeightLayoutConfig {
 export const LAYOUT_WG = 256;
 
 /** Bindings: W (cout, cin, taps), A (rp, taps, op); zeros in the padding. */
-export function convWeightLayoutKernel(c: WeightLayoutConfig): Kernel {
+function buildConvWeightLayoutKernel(c: WeightLayoutConfig): Kernel {
   const n = c.rp * c.taps * c.op;
   const fwd = c.pass === "forward";
   const [rMax, oMax] = fwd ? [c.cin, c.cout] : [c.cout, c.cin];
@@ -773,3 +773,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }`;
   return { name: `conv_wlayout_${c.pass}_${c.cout}x${c.cin}x${c.taps}_to_${c.rp}x${c.op}`, code };
 }
+
+// One Kernel object per arguments (kernels/common.ts cachedKernel).
+export const convKernel = cachedKernel(buildConvKernel);
+export const wgradKernel = cachedKernel(buildWgradKernel);
+export const convWeightLayoutKernel = cachedKernel(buildConvWeightLayoutKernel);

@@ -77,7 +77,7 @@ function rowOffsets(outerDims: readonly number[], k: number, circular: boolean) 
   });
 }
 
-export const convTexKernel = cachedKernel(function convTexKernel(c: ConvTexConfig): Kernel {
+function buildConvTexKernel(c: ConvTexConfig): Kernel {
   const { k, rx, ro, cin: cr } = c;
   const n = c.spatial.length, X = c.spatial[n - 1], X4 = X / 4;
   const outerDims = c.spatial.slice(0, -1), outer = outerDims.reduce((a, b) => a * b, 1);
@@ -167,7 +167,7 @@ fn main(${MAIN_BUILTINS}) {
     c.circular ? "c" : "z"
   }_r${ro}x${rx}${c.bias ? "_b" : ""}`;
   return { name, code };
-});
+}
 
 /**
  * The weight gradient's geometry (channels of x as `cin`, of g as `cout`) and its tile: output × input channels
@@ -186,7 +186,7 @@ export function convTexWgradInvocations(c: ConvTexWgradConfig): number {
  * pass, 4 positions along the last axis per texel). The caller sums the splits. Each invocation holds ro·rc·taps
  * scalar accumulators and adds, per texel column, one 4-position dot product per (o, c, tap).
  */
-export const convTexWgradKernel = cachedKernel(function convTexWgradKernel(c: ConvTexWgradConfig): Kernel {
+function buildConvTexWgradKernel(c: ConvTexWgradConfig): Kernel {
   const { k, ro, rc } = c;
   const n = c.spatial.length, X = c.spatial[n - 1], X4 = X / 4;
   const outerDims = c.spatial.slice(0, -1), outer = outerDims.reduce((a, b) => a * b, 1);
@@ -269,4 +269,8 @@ fn main(${MAIN_BUILTINS}) {
     c.circular ? "c" : "z"
   }_r${ro}x${rc}_s${c.splits}`;
   return { name, code };
-});
+}
+
+// One Kernel object per arguments (kernels/common.ts cachedKernel).
+export const convTexKernel = cachedKernel(buildConvTexKernel);
+export const convTexWgradKernel = cachedKernel(buildConvTexWgradKernel);

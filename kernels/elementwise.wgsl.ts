@@ -5,7 +5,7 @@
  * (memory-bound ops are all about bytes per instruction); otherwise each input's index is rebuilt from the
  * output's multi-index with broadcast strides of 0. `expr` is a WGSL f32 expression in `in0..inK`.
  */
-import { type Kernel, linearIndex, MAIN_BUILTINS, MATH_PRELUDE, stridesOf } from "./common.ts";
+import { cachedKernel, type Kernel, linearIndex, MAIN_BUILTINS, MATH_PRELUDE, stridesOf } from "./common.ts";
 
 export interface MapConfig {
   name: string;
@@ -33,7 +33,7 @@ function sameShape(a: readonly number[], b: readonly number[]) {
   return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
-export function mapKernel(c: MapConfig): Kernel {
+function buildMapKernel(c: MapConfig): Kernel {
   const n = c.outShape.reduce((a, b) => a * b, 1);
   const vw = mapVectorWidth(c);
   const decls = c.inShapes.map((s, k) => {
@@ -93,3 +93,6 @@ fn main(${MAIN_BUILTINS}) {
 function substitute(expr: string, n: number, to: (k: number) => string): string {
   return expr.replace(/\bin(\d+)\b/g, (m, k) => (Number(k) < n ? to(Number(k)) : m));
 }
+
+// One Kernel object per arguments (kernels/common.ts cachedKernel).
+export const mapKernel = cachedKernel(buildMapKernel);

@@ -16,7 +16,7 @@
  *   indexes it at j·k mod n.
  * - `scale` multiplies every output (1/√n per axis for norm="ortho").
  */
-import { f32, type Kernel } from "./common.ts";
+import { cachedKernel, f32, type Kernel } from "./common.ts";
 
 export interface FftAxisConfig {
   /** Leading batch count M (each owns one (2, S) or (S) block). */
@@ -44,7 +44,7 @@ export function fftSharedBytes(n: number): number {
   return (radix2 ? 2 : 1) * linesPerGroup * n * 8;
 }
 
-export function fftAxisKernel(c: FftAxisConfig): Kernel {
+function buildFftAxisKernel(c: FftAxisConfig): Kernel {
   const { n, stride, plane } = c;
   const { threads: T, linesPerGroup: L, radix2 } = fftLayout(n);
   const lines = (c.batch * plane) / n;
@@ -131,7 +131,7 @@ export function fftGroups(c: FftAxisConfig): number {
  */
 export const FFT_LINE_WG = 64;
 
-export function fftLineKernel(c: FftAxisConfig): Kernel {
+function buildFftLineKernel(c: FftAxisConfig): Kernel {
   const { n, stride, plane } = c;
   const WG = FFT_LINE_WG;
   const lines = (c.batch * plane) / n;
@@ -201,3 +201,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   const tag = `${c.batch}x${plane}_n${n}s${stride}${c.realInput ? "_r" : ""}${c.scale === 1 ? "" : "_o"}`;
   return { name: `fft_line_${tag}`, code };
 }
+
+// One Kernel object per arguments (kernels/common.ts cachedKernel).
+export const fftAxisKernel = cachedKernel(buildFftAxisKernel);
+export const fftLineKernel = cachedKernel(buildFftLineKernel);

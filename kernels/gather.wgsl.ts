@@ -5,7 +5,7 @@
  * Gather: for each output multi-index o, input coordinate along input axis perm[d] is o[d] + offset[d];
  * out of range gives `fill` (constant) or wraps (circular). All shapes, strides and offsets are constants.
  */
-import { f32, type Kernel, linearIndex, MAIN_BUILTINS, stridesOf } from "./common.ts";
+import { cachedKernel, f32, type Kernel, linearIndex, MAIN_BUILTINS, stridesOf } from "./common.ts";
 
 export interface GatherConfig {
   inShape: readonly number[];
@@ -19,7 +19,7 @@ export interface GatherConfig {
 
 export const GATHER_WG = 256;
 
-export function gatherKernel(c: GatherConfig): Kernel {
+function buildGatherKernel(c: GatherConfig): Kernel {
   const nd = c.outShape.length;
   const os = stridesOf(c.outShape);
   const is = stridesOf(c.inShape);
@@ -59,7 +59,7 @@ fn main(${MAIN_BUILTINS}) {
 }
 
 /** Write x (shape `inShape`) into out (shape `outShape`) starting at `offset` along `axis`. */
-export function scatterBlockKernel(
+function buildScatterBlockKernel(
   inShape: readonly number[],
   outShape: readonly number[],
   axis: number,
@@ -82,3 +82,7 @@ fn main(${MAIN_BUILTINS}) {
 }`;
   return { name: `scatter_${inShape.join("x")}_into_${outShape.join("x")}_a${axis}_o${offset}`, code };
 }
+
+// One Kernel object per arguments (kernels/common.ts cachedKernel).
+export const gatherKernel = cachedKernel(buildGatherKernel);
+export const scatterBlockKernel = cachedKernel(buildScatterBlockKernel);

@@ -16,7 +16,7 @@
  * unrolled here (Naga adds a counter to every loop); the pipeline name encodes the config. Two strategies in
  * one file (~460 lines) because they share the operand layout, the FMA emitters and the stores.
  */
-import type { Kernel } from "./common.ts";
+import { cachedKernel, type Kernel } from "./common.ts";
 
 export interface MatmulTile {
   /** Outputs per workgroup (bm × bn) and per invocation (rm × rn); the workgroup is (bn/rn, bm/rm). */
@@ -83,7 +83,7 @@ function validate(c: MatmulConfig): void {
   }
 }
 
-export function matmulKernel(c: MatmulConfig): Kernel {
+function buildMatmulKernel(c: MatmulConfig): Kernel {
   validate(c);
   const v = matmulVec4(c);
   const t = c.tile;
@@ -462,3 +462,6 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   ${stores(c, v, { row: (i) => `row0 + ${i}u`, col: (j) => `col0 + ${j}u` }, true)}
 }`;
 }
+
+// One Kernel object per arguments (kernels/common.ts cachedKernel).
+export const matmulKernel = cachedKernel(buildMatmulKernel);

@@ -119,7 +119,7 @@ export function matmulTexTexels(c: MatmulTexConfig): { a: number; b: number } {
   };
 }
 
-export const matmulTexKernel = cachedKernel(function matmulTexKernel(c: MatmulTexConfig): Kernel {
+function buildMatmulTexKernel(c: MatmulTexConfig): Kernel {
   const { rm, rn, m: M, n: N, k: K } = c;
   if (!matmulTexAligned(c)) throw new Error(`matmul_tex: ${JSON.stringify(c)} reads unaligned quads`);
   const rn4 = rn / 4, rm4 = rm / 4, K4 = K / 4;
@@ -237,4 +237,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
     c.bias ? "_bias" : ""
   }${c.triB ? `_tri${c.triB[0].toUpperCase()}` : ""}`;
   return { name, code };
-});
+}
+
+// One Kernel object per arguments (kernels/common.ts cachedKernel).
+export const matmulTexKernel = cachedKernel(buildMatmulTexKernel);

@@ -34,7 +34,7 @@ const head = (wg: number) =>
  * counters = [t, skipped, β^t] (persistent), step = [go, clip scale, momentum weight w_t] (written here),
  * gn = [global grad norm]. w_t = (1−β)/(1−β^t) makes the stored EMA the debiased one (§1.1).
  */
-export const psgdControlKernel = cachedKernel(function psgdControlKernel(): Kernel {
+function buildPsgdControlKernel(): Kernel {
   return {
     name: "psgd_control",
     code: `${MATH_PRELUDE}
@@ -59,7 +59,7 @@ fn main() {
   step[0] = 1.0; step[1] = scale; step[2] = (1.0 - h.beta) / (1.0 - bp);
 }`,
   };
-});
+}
 
 /**
  * Elements per invocation of the elementwise kernels (momentum, apply, noise) on tensors of n values: 4 (vec4
@@ -77,7 +77,7 @@ const elem = (n: number) => (psgdVec(n) === 4 ? "vec4f" : "f32");
 const MOMENTUM = "m[i] + step[2] * (step[1] * g[i] - m[i])";
 
 /** m ← m + w_t·(s·g − m) where the step is live. */
-export const psgdMomentumKernel = cachedKernel(function psgdMomentumKernel(n: number): Kernel {
+function buildPsgdMomentumKernel(n: number): Kernel {
   const v = psgdVec(n);
   return {
     name: `psgd_momentum_${n}`,
@@ -89,7 +89,7 @@ ${head(PSGD_WG)}
   m[i] = ${MOMENTUM};
 }`,
   };
-});
+}
 
 /**
  * The parameter update's WGSL shared by psgdApplyKernel and psgdDiagStepKernel: the clip f (trust region of
@@ -113,7 +113,7 @@ struct Hyper { lr: f32, wd: f32, pad0: f32, pad1: f32 };`,
 }
 
 /** p ← p·(1 − lr·wd) − lr·f(D), f the trust-region clip of §3.5 (or identity). */
-export const psgdApplyKernel = cachedKernel(function psgdApplyKernel(n: number, clip: boolean): Kernel {
+function buildPsgdApplyKernel(n: number, clip: boolean): Kernel {
   const { decls, update } = applyParts(n, clip);
   return {
     name: `psgd_apply_${n}${clip ? "_tr" : ""}`,
@@ -128,14 +128,14 @@ ${head(PSGD_WG)}
   ${update}
 }`,
   };
-});
+}
 
 /**
  * A tensor whose one factor is diagonal (1-D parameters), its whole step in one pass: the momentum of
  * psgdMomentumKernel, P·u = u ⊙ c (the "mul" mode product with the cache c) and psgdApplyKernel's update, with
  * their arithmetic, so the result is theirs bit for bit.
  */
-export const psgdDiagStepKernel = cachedKernel(function psgdDiagStepKernel(n: number, clip: boolean): Kernel {
+function buildPsgdDiagStepKernel(n: number, clip: boolean): Kernel {
   const { decls, update } = applyParts(n, clip);
   return {
     name: `psgd_diag_step_${n}${clip ? "_tr" : ""}`,
@@ -154,41 +154,39 @@ ${head(PSGD_WG)}
   ${update}
 }`,
   };
-});
+}
 
 /**
  * Per-tensor update control from ss = ‖G‖² (summed here, one workgroup per member): qctl = [go, σ] with
  * σ = √ε32·‖G‖/N (1.4.3 damping, §2.3.1). With the zero-gradient guard (§5.2) the update is skipped unless ss
  * is finite and > 0. One dispatch instead of a square, a row sum and a control kernel; quads where n % 4 = 0.
  */
-export const psgdUpdateControlKernel = cachedKernel(
-  function psgdUpdateControlKernel(n: number, guard: boolean, g: number = 1): Kernel {
-    const cond = guard ? "step[0] != 0.0 && isfinite_(ss) && ss > 0.0" : "step[0] != 0.0";
-    const v = psgdVec(n);
-    return {
-      name: `psgd_qctl_${n}${guard ? "_guard" : ""}${members(g)}`,
-      code: `${MATH_PRELUDE}
+function buildPsgdUpdateControlKernel(n: number, guard: boolean, g = 1): Kernel {
+  const cond = guard ? "step[0] != 0.0 && isfinite_(ss) && ss > 0.0" : "step[0] != 0.0";
+  const v = psgdVec(n);
+  return {
+    name: `psgd_qctl_${n}${guard ? "_guard" : ""}${members(g)}`,
+    code: `${MATH_PRELUDE}
 @group(0) @binding(0) var<storage, read> x: array<${elem(n)}>;
 @group(0) @binding(1) var<storage, read> step: array<f32>;
 @group(0) @binding(2) var<storage, read_write> qctl: array<f32>;
 ${WG1_HEAD}
-  let o = wid.x * ${n / v}u;
-  var acc = ${v === 4 ? "vec4f(0.0)" : "0.0"};
-  for (var k = o + lid; k < o + ${n / v}u; k += ${PSGD_WG1}u) { acc = fma(x[k], x[k], acc); }
-  red[lid] = ${v === 4 ? "(acc.x + acc.y) + (acc.z + acc.w)" : "acc"};
-  ${TREE((a, b) => `${a} + ${b}`)}
-  if (lid == 0u) {
-    let ss = red[0];
-    qctl[2u * wid.x] = select(0.0, 1.0, ${cond});
-    qctl[2u * wid.x + 1u] = ${f32(Math.sqrt(2 ** -23))} * sqrt(ss) / ${f32(n)};
-  }
+let o = wid.x * ${n / v}u;
+var acc = ${v === 4 ? "vec4f(0.0)" : "0.0"};
+for (var k = o + lid; k < o + ${n / v}u; k += ${PSGD_WG1}u) { acc = fma(x[k], x[k], acc); }
+red[lid] = ${v === 4 ? "(acc.x + acc.y) + (acc.z + acc.w)" : "acc"};
+${TREE((a, b) => `${a} + ${b}`)}
+if (lid == 0u) {
+  let ss = red[0];
+  qctl[2u * wid.x] = select(0.0, 1.0, ${cond});
+  qctl[2u * wid.x + 1u] = ${f32(Math.sqrt(2 ** -23))} * sqrt(ss) / ${f32(n)};
+}
 }`,
-    };
-  },
-);
+  };
+}
 
 /** out = x + σ·z (damping noise), σ per member. */
-export const psgdNoiseKernel = cachedKernel(function psgdNoiseKernel(n: number, g: number = 1): Kernel {
+function buildPsgdNoiseKernel(n: number, g = 1): Kernel {
   const v = psgdVec(n);
   return {
     name: `psgd_noise_${n}${members(g)}`,
@@ -201,7 +199,7 @@ ${head(PSGD_WG)}
   out[i] = x[i] + qctl[2u * (i / ${n / v}u) + 1u] * z[i];
 }`,
   };
-});
+}
 
 export interface ModeConfig {
   /** Each member viewed as [d, rest]: the product acts on the leading axis. */
@@ -233,7 +231,7 @@ export function modeInvocations(c: ModeConfig): number {
  * engine/optim/psgd_ops.ts leadProduct). Dense ops hold a 4×4 tile (4 rows of M × 4 columns of X) in registers
  * (16 FMAs per 8 loads); consecutive invocations take consecutive column blocks.
  */
-export const psgdModeKernel = cachedKernel(function psgdModeKernel(c: ModeConfig): Kernel {
+function buildPsgdModeKernel(c: ModeConfig): Kernel {
   const { d, rest } = c;
   const g = c.g ?? 1;
   const n = d * rest;
@@ -324,7 +322,7 @@ ${head(PSGD_WG)}
   ${stores.join("\n  ")}
 }`,
   };
-});
+}
 
 /** Address of column `col` (= p·b + q) of the mode unfolding at row 0. */
 const colBase = (col: string, d: number, b: number) => `(${col} / ${b}u) * ${d * b}u + ${col} % ${b}u`;
@@ -363,7 +361,7 @@ export function gramInvocations(c: GramConfig): number {
  * ps = Σ A_i A_j + B_i B_j, laid out [member, chunk, i, j] (every j ≥ i is written) or [member, chunk, i] when diag.
  * Dense: one 4×4 tile (tiles on or above the diagonal) per invocation, 32 FMAs per 16 loads.
  */
-export const psgdGramKernel = cachedKernel(function psgdGramKernel(c: GramConfig): Kernel {
+function buildPsgdGramKernel(c: GramConfig): Kernel {
   const { a, d, b, chunks } = c;
   const g = c.g ?? 1;
   const cols = a * b;
@@ -433,13 +431,13 @@ ${head(PSGD_WG)}
   ${stores.join("\n  ")}
 }`,
   };
-});
+}
 
 /**
  * Epilogue: E = triu(T1 − T2), S = T1 + T2 (full, symmetric) from the split-K partials ("partials") or from two
  * full Grams T1, T2 ("grams"). Diagonal factors keep e = t1 − t2, s = t1 + t2 as vectors.
  */
-export const psgdGramFinishKernel = cachedKernel(function psgdGramFinishKernel(
+function buildPsgdGramFinishKernel(
   c: { d: number; chunks: number; diag: boolean; from: "partials" | "grams"; g?: number },
 ): Kernel {
   const { d, chunks } = c;
@@ -478,7 +476,7 @@ ${head(PSGD_WG)}
   ${body}
 }`,
   };
-});
+}
 
 const TREE = (op: (a: string, b: string) => string) =>
   `workgroupBarrier();
@@ -555,26 +553,24 @@ function lbCode(d: number, S: (e: string) => string, y: (j: string) => string, y
  * ℓ = max(lb(S), TINY) into ell[member·stride + slot] (§2.3). One workgroup per member (dispatch g); y lives in
  * the scratch buffer (d per member); `stride` is the members' factor count K.
  */
-export const psgdNormKernel = cachedKernel(
-  function psgdNormKernel(c: { d: number; slot: number; g?: number; stride?: number }): Kernel {
-    const { d } = c;
-    const g = c.g ?? 1;
-    const lb = lbCode(d, (e) => `S[so + ${e}]`, (j) => `y[yo + ${j}]`, "storageBarrier();");
-    return {
-      name: `psgd_lb_${d}_s${c.slot}${members(g, c.stride ?? 1)}`,
-      code: `@group(0) @binding(0) var<storage, read> S: array<f32>;
+function buildPsgdNormKernel(c: { d: number; slot: number; g?: number; stride?: number }): Kernel {
+  const { d } = c;
+  const g = c.g ?? 1;
+  const lb = lbCode(d, (e) => `S[so + ${e}]`, (j) => `y[yo + ${j}]`, "storageBarrier();");
+  return {
+    name: `psgd_lb_${d}_s${c.slot}${members(g, c.stride ?? 1)}`,
+    code: `@group(0) @binding(0) var<storage, read> S: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @group(0) @binding(2) var<storage, read_write> ell: array<f32>;
 var<workgroup> arg: array<u32, ${PSGD_WG1}>;
 ${WG1_HEAD}
-  let so = wid.x * ${d * d}u;
-  let yo = wid.x * ${d}u;
-  ${lb}
-  if (lid == 0u) { ell[wid.x * ${c.stride ?? 1}u + ${c.slot}u] = lb; }
+let so = wid.x * ${d * d}u;
+let yo = wid.x * ${d}u;
+${lb}
+if (lid == 0u) { ell[wid.x * ${c.stride ?? 1}u + ${c.slot}u] = lb; }
 }`,
-    };
-  },
-);
+  };
+}
 
 /**
  * Largest dense factor the fused small-factor update handles. Its S, E and Q would fit one workgroup's memory up
@@ -590,7 +586,7 @@ export const PSGD_FUSED_MAX_D = 16;
  * with `cache` the cache QᵀQ of the new Q where live ("cache"; not when balancing or the stale policy follow). Each sum runs in the separate kernels' order, so the
  * results are theirs bit for bit; the saving is four dispatches (and a copy) per factor.
  */
-export const psgdSmallUpdateKernel = cachedKernel(function psgdSmallUpdateKernel(
+function buildPsgdSmallUpdateKernel(
   c: { d: number; chunks: number; eta: number; slot: number; cache: boolean; g?: number; stride?: number },
 ): Kernel {
   const { d, chunks } = c;
@@ -657,13 +653,13 @@ ${WG1_HEAD}
     }
 }`,
   };
-});
+}
 
 /**
  * Diagonal factor: ℓ = max(max|s|, TINY), q ← q − (η/ℓ)·e⊙q (one workgroup per member); ℓ also goes to
  * ell[member·stride + slot].
  */
-export const psgdDiagUpdateKernel = cachedKernel(function psgdDiagUpdateKernel(
+function buildPsgdDiagUpdateKernel(
   c: { d: number; eta: number; slot: number; g?: number; stride?: number },
 ): Kernel {
   const { d } = c;
@@ -687,37 +683,35 @@ ${WG1_HEAD}
   for (var k = o + lid; k < o + ${d}u; k += ${W}u) { q[k] = q[k] - (${f32(c.eta)} / l) * e[k] * q[k]; }
 }`,
   };
-});
+}
 
 /**
  * Blocked inverse of an upper-triangular d×d matrix (§6.6 option b), step 1: every diagonal block of `leaf`
  * rows is inverted by back substitution, one column per invocation; entries below the diagonal are zeroed.
  */
-export const psgdTriInvLeafKernel = cachedKernel(
-  function psgdTriInvLeafKernel(c: { d: number; leaf: number; g?: number }): Kernel {
-    const { d, leaf } = c;
-    const g = c.g ?? 1;
-    return {
-      name: `psgd_triinv_leaf_${d}_l${leaf}${members(g)}`,
-      code: `@group(0) @binding(0) var<storage, read> Q: array<f32>;
+function buildPsgdTriInvLeafKernel(c: { d: number; leaf: number; g?: number }): Kernel {
+  const { d, leaf } = c;
+  const g = c.g ?? 1;
+  return {
+    name: `psgd_triinv_leaf_${d}_l${leaf}${members(g)}`,
+    code: `@group(0) @binding(0) var<storage, read> Q: array<f32>;
 @group(0) @binding(1) var<storage, read_write> X: array<f32>;
 ${head(PSGD_WG)}
-  if (i >= ${g * d}u) { return; }
-  let j = i % ${d}u;
-  let o = (i / ${d}u) * ${d * d}u;
-  let s = (j / ${leaf}u) * ${leaf}u;
-  for (var r = j + 1u; r < ${d}u; r++) { X[o + r * ${d}u + j] = 0.0; }
-  X[o + j * ${d}u + j] = 1.0 / Q[o + j * ${d}u + j];
-  for (var r = j; r > s; r--) {
-    let row = r - 1u;
-    var acc = 0.0;
-    for (var l = row + 1u; l <= j; l++) { acc = fma(Q[o + row * ${d}u + l], X[o + l * ${d}u + j], acc); }
-    X[o + row * ${d}u + j] = -acc / Q[o + row * ${d}u + row];
-  }
+if (i >= ${g * d}u) { return; }
+let j = i % ${d}u;
+let o = (i / ${d}u) * ${d * d}u;
+let s = (j / ${leaf}u) * ${leaf}u;
+for (var r = j + 1u; r < ${d}u; r++) { X[o + r * ${d}u + j] = 0.0; }
+X[o + j * ${d}u + j] = 1.0 / Q[o + j * ${d}u + j];
+for (var r = j; r > s; r--) {
+  let row = r - 1u;
+  var acc = 0.0;
+  for (var l = row + 1u; l <= j; l++) { acc = fma(Q[o + row * ${d}u + l], X[o + l * ${d}u + j], acc); }
+  X[o + row * ${d}u + j] = -acc / Q[o + row * ${d}u + row];
+}
 }`,
-    };
-  },
-);
+  };
+}
 
 /** The d×d products of the factor algebra, on 4×4 output tiles held in registers (16 FMAs per 8 loads). */
 export type TriForm =
@@ -811,58 +805,56 @@ function triParts(d: number, f: TriForm, stride: number): TriParts {
  * tile; the extra terms are products with exact zeros of the triangular operands, so they change nothing.
  * Rows and columns past d are clamped for loading and never stored.
  */
-export const psgdTriKernel = cachedKernel(
-  function psgdTriKernel(d: number, f: TriForm, g: number = 1, stride: number = 1): Kernel {
-    if ((f.kind === "inv0" || f.kind === "inv1") && f.h % TRI_TILE !== 0) {
-      throw new Error(`psgdTriKernel: block size ${f.h} is not a multiple of ${TRI_TILE}`);
-    }
-    const p = triParts(d, f, stride);
-    const T = Math.ceil(d / TRI_TILE);
-    const idx = [0, 1, 2, 3];
-    const stores: string[] = [];
-    for (const i of idx) {
-      for (const j of idx) {
-        stores.push(`if (r0 + ${i}u < ${d}u && s0 + ${j}u < ${d}u) {
-    let r = r0 + ${i}u;
-    let s = s0 + ${j}u;
-    let acc = a${i}[${j}];
-    ${p.epilogue}
-  }`);
-      }
-    }
-    const tag = f.kind === "update" ? `_s${f.slot}` : f.kind === "cache" ? "" : `_h${f.h}`;
-    return {
-      name: `psgd_tri_${f.kind}_${d}${tag}${members(g, f.kind === "update" ? stride : undefined)}`,
-      code: `${p.decls.join("\n")}
-${head(PSGD_WG)}
-  if (i >= ${g * T * T}u) { return; }
-  let mem = i / ${T * T}u;
-  let o = mem * ${d * d}u;
-  let li = i % ${T * T}u;
-  let r0 = (li / ${T}u) * 4u;
-  let s0 = (li % ${T}u) * 4u;
-  ${p.prologue}
-  ${idx.map((k) => `let rr${k} = min(r0 + ${k}u, ${d - 1}u);`).join("\n  ")}
-  ${idx.map((k) => `let ss${k} = min(s0 + ${k}u, ${d - 1}u);`).join("\n  ")}
-  var a0 = vec4f(0.0);
-  var a1 = vec4f(0.0);
-  var a2 = vec4f(0.0);
-  var a3 = vec4f(0.0);
-  for (var l = ${p.lo}; l <= ${p.hi}; l++) {
-    let bv = vec4f(${idx.map((k) => p.b("l", `ss${k}`)).join(", ")});
-    ${idx.map((k) => `a${k} = fma(vec4f(${p.a(`rr${k}`, "l")}), bv, a${k});`).join("\n    ")}
+function buildPsgdTriKernel(d: number, f: TriForm, g = 1, stride = 1): Kernel {
+  if ((f.kind === "inv0" || f.kind === "inv1") && f.h % TRI_TILE !== 0) {
+    throw new Error(`psgdTriKernel: block size ${f.h} is not a multiple of ${TRI_TILE}`);
   }
-  ${stores.join("\n  ")}
+  const p = triParts(d, f, stride);
+  const T = Math.ceil(d / TRI_TILE);
+  const idx = [0, 1, 2, 3];
+  const stores: string[] = [];
+  for (const i of idx) {
+    for (const j of idx) {
+      stores.push(`if (r0 + ${i}u < ${d}u && s0 + ${j}u < ${d}u) {
+  let r = r0 + ${i}u;
+  let s = s0 + ${j}u;
+  let acc = a${i}[${j}];
+  ${p.epilogue}
+}`);
+    }
+  }
+  const tag = f.kind === "update" ? `_s${f.slot}` : f.kind === "cache" ? "" : `_h${f.h}`;
+  return {
+    name: `psgd_tri_${f.kind}_${d}${tag}${members(g, f.kind === "update" ? stride : undefined)}`,
+    code: `${p.decls.join("\n")}
+${head(PSGD_WG)}
+if (i >= ${g * T * T}u) { return; }
+let mem = i / ${T * T}u;
+let o = mem * ${d * d}u;
+let li = i % ${T * T}u;
+let r0 = (li / ${T}u) * 4u;
+let s0 = (li % ${T}u) * 4u;
+${p.prologue}
+${idx.map((k) => `let rr${k} = min(r0 + ${k}u, ${d - 1}u);`).join("\n  ")}
+${idx.map((k) => `let ss${k} = min(s0 + ${k}u, ${d - 1}u);`).join("\n  ")}
+var a0 = vec4f(0.0);
+var a1 = vec4f(0.0);
+var a2 = vec4f(0.0);
+var a3 = vec4f(0.0);
+for (var l = ${p.lo}; l <= ${p.hi}; l++) {
+  let bv = vec4f(${idx.map((k) => p.b("l", `ss${k}`)).join(", ")});
+  ${idx.map((k) => `a${k} = fma(vec4f(${p.a(`rr${k}`, "l")}), bv, a${k});`).join("\n    ")}
+}
+${stores.join("\n  ")}
 }`,
-    };
-  },
-);
+  };
+}
 
 /**
  * The "update" TriForm's epilogue for a product T = E·Q formed elsewhere (matmul): Qout = Q − (η/ℓ)·T where
  * the update is live, Q where skipped, exact zeros below the diagonal; the same expression as psgdTriKernel's.
  */
-export const psgdTriEpilogueKernel = cachedKernel(function psgdTriEpilogueKernel(
+function buildPsgdTriEpilogueKernel(
   c: { d: number; eta: number; slot: number; g: number; stride: number },
 ): Kernel {
   const { d } = c;
@@ -883,10 +875,10 @@ ${head(PSGD_WG)}
   Out[i] = select(0.0, select(q, q - c * T[i], go), li % ${d}u >= li / ${d}u);
 }`,
   };
-});
+}
 
 /** dst ← src for the members (n values each) whose update was live. */
-export const psgdLiveCopyKernel = cachedKernel(function psgdLiveCopyKernel(n: number, g: number): Kernel {
+function buildPsgdLiveCopyKernel(n: number, g: number): Kernel {
   return {
     name: `psgd_live_copy_${n}${members(g)}`,
     code: `@group(0) @binding(0) var<storage, read> src: array<f32>;
@@ -897,63 +889,78 @@ ${head(PSGD_WG)}
   dst[i] = src[i];
 }`,
   };
-});
+}
 
 /** Diagonal cache refresh c = q², where the update was live. */
-export const psgdDiagCacheKernel = cachedKernel(
-  function psgdDiagCacheKernel(d: number, g: number = 1): Kernel {
-    return {
-      name: `psgd_cache_diag_${d}${members(g)}`,
-      code: `@group(0) @binding(0) var<storage, read> Q: array<f32>;
+function buildPsgdDiagCacheKernel(d: number, g = 1): Kernel {
+  return {
+    name: `psgd_cache_diag_${d}${members(g)}`,
+    code: `@group(0) @binding(0) var<storage, read> Q: array<f32>;
 @group(0) @binding(1) var<storage, read> qctl: array<f32>;
 @group(0) @binding(2) var<storage, read_write> C: array<f32>;
 ${head(PSGD_WG)}
-  if (i >= ${g * d}u || qctl[2u * (i / ${d}u)] == 0.0) { return; }
-  C[i] = Q[i] * Q[i];
+if (i >= ${g * d}u || qctl[2u * (i / ${d}u)] == 0.0) { return; }
+C[i] = Q[i] * Q[i];
 }`,
-    };
-  },
-);
+  };
+}
 
 /** out[member·stride + slot] = max|x| over each member's n values (one workgroup per member). */
-export const psgdAbsMaxKernel = cachedKernel(
-  function psgdAbsMaxKernel(c: { n: number; slot: number; g?: number; stride?: number }): Kernel {
-    return {
-      name: `psgd_absmax_${c.n}_s${c.slot}${members(c.g ?? 1, c.stride ?? 1)}`,
-      code: `@group(0) @binding(0) var<storage, read> x: array<f32>;
+function buildPsgdAbsMaxKernel(c: { n: number; slot: number; g?: number; stride?: number }): Kernel {
+  return {
+    name: `psgd_absmax_${c.n}_s${c.slot}${members(c.g ?? 1, c.stride ?? 1)}`,
+    code: `@group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 ${WG1_HEAD}
-  var m = 0.0;
-  let o = wid.x * ${c.n}u;
-  for (var k = o + lid; k < o + ${c.n}u; k += ${PSGD_WG1}u) { m = max(m, abs(x[k])); }
-  red[lid] = m;
-  ${TREE((a, b) => `max(${a}, ${b})`)}
-  if (lid == 0u) { out[wid.x * ${c.stride ?? 1}u + ${c.slot}u] = red[0]; }
+var m = 0.0;
+let o = wid.x * ${c.n}u;
+for (var k = o + lid; k < o + ${c.n}u; k += ${PSGD_WG1}u) { m = max(m, abs(x[k])); }
+red[lid] = m;
+${TREE((a, b) => `max(${a}, ${b})`)}
+if (lid == 0u) { out[wid.x * ${c.stride ?? 1}u + ${c.slot}u] = red[0]; }
 }`,
-    };
-  },
-);
+  };
+}
 
 /**
  * Balancing (§2.3.5): Q_k ← Q_k·γ/n_k with γ the geometric mean of the K max-abs values n (per member, whose
  * K values start at norms[member·K]).
  */
-export const psgdBalanceKernel = cachedKernel(
-  function psgdBalanceKernel(c: { n: number; factors: number; slot: number; g?: number }): Kernel {
-    const g = c.g ?? 1;
-    const logs = Array.from({ length: c.factors }, (_, k) => `log(norms[nb + ${k}u])`).join(" + ");
-    return {
-      name: `psgd_balance_${c.n}_k${c.factors}_s${c.slot}${members(g)}`,
-      code: `@group(0) @binding(0) var<storage, read_write> q: array<f32>;
+function buildPsgdBalanceKernel(c: { n: number; factors: number; slot: number; g?: number }): Kernel {
+  const g = c.g ?? 1;
+  const logs = Array.from({ length: c.factors }, (_, k) => `log(norms[nb + ${k}u])`).join(" + ");
+  return {
+    name: `psgd_balance_${c.n}_k${c.factors}_s${c.slot}${members(g)}`,
+    code: `@group(0) @binding(0) var<storage, read_write> q: array<f32>;
 @group(0) @binding(1) var<storage, read> norms: array<f32>;
 @group(0) @binding(2) var<storage, read> qctl: array<f32>;
 ${head(PSGD_WG)}
-  let mem = i / ${c.n}u;
-  if (i >= ${g * c.n}u || qctl[2u * mem] == 0.0) { return; }
-  let nb = mem * ${c.factors}u;
-  let gm = exp((${logs}) / ${f32(c.factors)});
-  q[i] = q[i] * (gm / norms[nb + ${c.slot}u]);
+let mem = i / ${c.n}u;
+if (i >= ${g * c.n}u || qctl[2u * mem] == 0.0) { return; }
+let nb = mem * ${c.factors}u;
+let gm = exp((${logs}) / ${f32(c.factors)});
+q[i] = q[i] * (gm / norms[nb + ${c.slot}u]);
 }`,
-    };
-  },
-);
+  };
+}
+
+// One Kernel object per arguments (kernels/common.ts cachedKernel).
+export const psgdControlKernel = cachedKernel(buildPsgdControlKernel);
+export const psgdMomentumKernel = cachedKernel(buildPsgdMomentumKernel);
+export const psgdApplyKernel = cachedKernel(buildPsgdApplyKernel);
+export const psgdDiagStepKernel = cachedKernel(buildPsgdDiagStepKernel);
+export const psgdUpdateControlKernel = cachedKernel(buildPsgdUpdateControlKernel);
+export const psgdNoiseKernel = cachedKernel(buildPsgdNoiseKernel);
+export const psgdModeKernel = cachedKernel(buildPsgdModeKernel);
+export const psgdGramKernel = cachedKernel(buildPsgdGramKernel);
+export const psgdGramFinishKernel = cachedKernel(buildPsgdGramFinishKernel);
+export const psgdNormKernel = cachedKernel(buildPsgdNormKernel);
+export const psgdSmallUpdateKernel = cachedKernel(buildPsgdSmallUpdateKernel);
+export const psgdDiagUpdateKernel = cachedKernel(buildPsgdDiagUpdateKernel);
+export const psgdTriInvLeafKernel = cachedKernel(buildPsgdTriInvLeafKernel);
+export const psgdTriKernel = cachedKernel(buildPsgdTriKernel);
+export const psgdTriEpilogueKernel = cachedKernel(buildPsgdTriEpilogueKernel);
+export const psgdLiveCopyKernel = cachedKernel(buildPsgdLiveCopyKernel);
+export const psgdDiagCacheKernel = cachedKernel(buildPsgdDiagCacheKernel);
+export const psgdAbsMaxKernel = cachedKernel(buildPsgdAbsMaxKernel);
+export const psgdBalanceKernel = cachedKernel(buildPsgdBalanceKernel);

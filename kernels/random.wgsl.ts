@@ -31,30 +31,31 @@ fn to_unit(u: u32) -> f32 { return f32(u >> 8u) * 5.9604644775390625e-8; }
 `;
 
 /** kind "uniform": [0, 1); "normal": standard normal by Box–Muller on word pairs. */
-export const randomKernel = cachedKernel(
-  function randomKernel(kind: "uniform" | "normal", n: number): Kernel {
-    const write = kind === "uniform"
-      ? `let v = vec4f(to_unit(w.x), to_unit(w.y), to_unit(w.z), to_unit(w.w));`
-      : `let u1 = to_unit(w.x) + 5.9604644775390625e-8; let u2 = to_unit(w.y);
-  let u3 = to_unit(w.z) + 5.9604644775390625e-8; let u4 = to_unit(w.w);
-  let r1 = sqrt(-2.0 * log(u1)); let r2 = sqrt(-2.0 * log(u3));
-  let v = vec4f(r1 * cos(6.283185307179586 * u2), r1 * sin(6.283185307179586 * u2),
-                r2 * cos(6.283185307179586 * u4), r2 * sin(6.283185307179586 * u4));`;
-    // One quad store per invocation where n % 4 = 0 (a storage store is a loop over the SIMD lanes on lavapipe).
-    const vec = n % 4 === 0;
-    const store = vec
-      ? "out[i] = v;"
-      : `for (var l = 0u; l < 4u; l++) { if (i * 4u + l < ${n}u) { out[i * 4u + l] = v[l]; } }`;
-    const code = `${PHILOX}
+function buildRandomKernel(kind: "uniform" | "normal", n: number): Kernel {
+  const write = kind === "uniform"
+    ? `let v = vec4f(to_unit(w.x), to_unit(w.y), to_unit(w.z), to_unit(w.w));`
+    : `let u1 = to_unit(w.x) + 5.9604644775390625e-8; let u2 = to_unit(w.y);
+let u3 = to_unit(w.z) + 5.9604644775390625e-8; let u4 = to_unit(w.w);
+let r1 = sqrt(-2.0 * log(u1)); let r2 = sqrt(-2.0 * log(u3));
+let v = vec4f(r1 * cos(6.283185307179586 * u2), r1 * sin(6.283185307179586 * u2),
+              r2 * cos(6.283185307179586 * u4), r2 * sin(6.283185307179586 * u4));`;
+  // One quad store per invocation where n % 4 = 0 (a storage store is a loop over the SIMD lanes on lavapipe).
+  const vec = n % 4 === 0;
+  const store = vec
+    ? "out[i] = v;"
+    : `for (var l = 0u; l < 4u; l++) { if (i * 4u + l < ${n}u) { out[i * 4u + l] = v[l]; } }`;
+  const code = `${PHILOX}
 @group(0) @binding(1) var<storage, read_write> out: array<${vec ? "vec4f" : "f32"}>;
 @compute @workgroup_size(${RNG_WG})
 fn main(${MAIN_BUILTINS}) {
-  let i = gid.x + gid.y * (nwg.x * ${RNG_WG}u);
-  if (i * 4u >= ${n}u) { return; }
-  let w = philox(vec4u(i, params.ctr.x, params.ctr.y, 0u), params.key);
-  ${write}
-  ${store}
+let i = gid.x + gid.y * (nwg.x * ${RNG_WG}u);
+if (i * 4u >= ${n}u) { return; }
+let w = philox(vec4u(i, params.ctr.x, params.ctr.y, 0u), params.key);
+${write}
+${store}
 }`;
-    return { name: `random_${kind}_${n}`, code };
-  },
-);
+  return { name: `random_${kind}_${n}`, code };
+}
+
+// One Kernel object per arguments (kernels/common.ts cachedKernel).
+export const randomKernel = cachedKernel(buildRandomKernel);

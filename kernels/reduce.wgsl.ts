@@ -10,7 +10,7 @@
  * barrier is a coroutine switch of every 8-lane SIMD group and any non-constant load a per-lane loop, so a
  * 256-wide tree cost ~4 µs per row where this costs ~0.1.
  */
-import { f32, type Kernel, MAIN_BUILTINS } from "./common.ts";
+import { cachedKernel, f32, type Kernel, MAIN_BUILTINS } from "./common.ts";
 
 export type ReduceOp = "sum" | "max";
 
@@ -61,7 +61,7 @@ export function reduceLaunch(c: ReduceConfig): { invocations: number; wg: number
   return { invocations: (c.outer * chunks * c.inner) / (vec4(c) ? 4 : 1), wg: COL_WG };
 }
 
-export function reduceKernel(c: ReduceConfig): Kernel {
+function buildReduceKernel(c: ReduceConfig): Kernel {
   const { op, r, inner, chunk } = c;
   const chunks = Math.ceil(r / chunk);
   const v = vec4(c);
@@ -120,3 +120,6 @@ fn main(${MAIN_BUILTINS}) {
   out[(o * ${chunks}u + c) * ${cols}u + j] = acc;
 }`;
 }
+
+// One Kernel object per arguments (kernels/common.ts cachedKernel).
+export const reduceKernel = cachedKernel(buildReduceKernel);

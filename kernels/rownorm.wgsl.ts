@@ -10,7 +10,7 @@
  * smallest width that keeps ≤ 8 vec4 per invocation, never below one GPU warp. Rows beyond 65535 spill into the
  * grid's y dimension. Statistics (mean, rstd) are saved per row for the backward.
  */
-import { f32, type Kernel } from "./common.ts";
+import { cachedKernel, f32, type Kernel } from "./common.ts";
 
 export type RowOp = "softmax" | "softmax_bwd" | "layer_norm" | "layer_norm_bwd" | "rms_norm" | "rms_norm_bwd";
 
@@ -84,7 +84,7 @@ interface Emit {
   splat: (s: string) => string;
 }
 
-export function rowKernel(c: RowConfig): Kernel {
+function buildRowKernel(c: RowConfig): Kernel {
   const W = rowWorkgroup(c.d);
   const vec = c.d % 4 === 0;
   const units = vec ? c.d / 4 : c.d;
@@ -280,3 +280,6 @@ function rowBody(c: RowConfig, e: Emit): { reductions: Reduction[]; body: string
     }
   }
 }
+
+// One Kernel object per arguments (kernels/common.ts cachedKernel).
+export const rowKernel = cachedKernel(buildRowKernel);
