@@ -76,6 +76,23 @@ const elem = (n: number) => (psgdVec(n) === 4 ? "vec4f" : "f32");
 /** The momentum update's expression at i (shared by psgdMomentumKernel and psgdDiagStepKernel: same bits). */
 const MOMENTUM = "m[i] + step[2] * (step[1] * g[i] - m[i])";
 
+/**
+ * The triangular step's new entry from the old one `q` and (E·Q)'s entry `acc`, with `c` = η/ℓ and `go` the
+ * member's flag in scope, and `upper` the entry's "on or above the diagonal" condition: written once for the
+ * "update" TriForm, the matmul epilogue and the fused small update, whose results must be the same bits.
+ */
+const triStep = (q: string, acc: string, upper: string) =>
+  `select(0.0, select(${q}, ${q} - c * ${acc}, go), ${upper})`;
+
+/**
+ * WGSL summing split-K partials into `e` (of X1) and `t` (of X2) at `src` over `chunks` blocks of `outs`
+ * values, in chunk order (the Gram finish and the fused small update share it, and so their bits).
+ */
+const partialSums = (chunks: number, outs: number) =>
+  `var e = 0.0;
+  var t = 0.0;
+  for (var k = 0u; k < ${chunks}u; k++) { e += X1[k * ${outs}u + src]; t += X2[k * ${outs}u + src]; }`;
+
 /** m ← m + w_t·(s·g − m) where the step is live. */
 function buildPsgdMomentumKernel(n: number): Kernel {
   const v = psgdVec(n);
@@ -459,9 +476,7 @@ function buildPsgdGramFinishKernel(
     const eOut = c.diag ? "E[i] = e;" : "E[i] = select(0.0, e, s >= r);";
     body = `${at}
   ${src}
-  var e = 0.0;
-  var t = 0.0;
-  for (var k = 0u; k < ${chunks}u; k++) { e += X1[k * ${outs}u + src]; t += X2[k * ${outs}u + src]; }
+  ${partialSums(chunks, outs)}
   ${eOut}
   S[i] = t;`;
   }
@@ -615,9 +630,7 @@ ${WG1_HEAD}
   for (var li = lid; li < ${dd}u; li += ${W}u) {
     let r = li / ${d}u; let s = li % ${d}u;
     let src = base + min(r, s) * ${d}u + max(r, s);
-    var e = 0.0;
-    var t = 0.0;
-    for (var k = 0u; k < ${chunks}u; k++) { e += X1[k * ${dd}u + src]; t += X2[k * ${dd}u + src]; }
+    ${partialSums(chunks, dd)}
     Ew[li] = select(0.0, e, s >= r);
     Sw[li] = t;
     Qw[li] = Q[qo + li];
@@ -627,14 +640,14 @@ ${WG1_HEAD}
   if (lid == 0u) { ell[mem * ${c.stride ?? 1}u + ${c.slot}u] = lb; }
   // No early return: the barriers below need the whole workgroup (go is the same for all of it).
   let go = qctl[2u * mem] != 0.0;
-  let cf = ${f32(c.eta)} / lb;
+  let c = ${f32(c.eta)} / lb;
   // S is dead after lb: the new Q goes there (each entry from one invocation, E and Q only read).
   for (var li = lid; li < ${dd}u; li += ${W}u) {
     let r = li / ${d}u; let s = li % ${d}u;
     var acc = 0.0;
     for (var l = r; l <= s; l++) { acc = fma(Ew[r * ${d}u + l], Qw[l * ${d}u + s], acc); }
     let q = Qw[li];
-    Sw[li] = select(0.0, select(q, q - cf * acc, go), s >= r);
+    Sw[li] = ${triStep("q", "acc", "s >= r")};
   }
   workgroupBarrier();
   for (var li = lid; li < ${dd}u; li += ${W}u) {
@@ -765,7 +778,7 @@ function triParts(d: number, f: TriForm, stride: number): TriParts {
         prologue: `let c = ${f32(f.eta)} / ell[mem * ${stride}u + ${f.slot}u];
   let go = qctl[2u * mem] != 0.0;`,
         epilogue: `let q = Q[o + r * ${d}u + s];
-    Out[o + r * ${d}u + s] = select(0.0, select(q, q - c * acc, go), s >= r);`,
+    Out[o + r * ${d}u + s] = ${triStep("q", "acc", "s >= r")};`,
       };
     case "cache":
       return {
@@ -872,7 +885,7 @@ ${head(PSGD_WG)}
   let c = ${f32(c.eta)} / ell[mem * ${c.stride}u + ${c.slot}u];
   let go = qctl[2u * mem] != 0.0;
   let q = Q[i];
-  Out[i] = select(0.0, select(q, q - c * T[i], go), li % ${d}u >= li / ${d}u);
+  Out[i] = ${triStep("q", "T[i]", `li % ${d}u >= li / ${d}u`)};
 }`,
   };
 }

@@ -158,7 +158,8 @@ export function matmulTexTile(p: MatmulTexProblem): TexRule | null {
 
 /**
  * Encode op(a)·op(b) (+ bias) into `out` through textures (`triB`: op(b)'s exact zeros off that triangle are
- * skipped); false (nothing encoded) when the path does not apply. */
+ * skipped); false (nothing encoded) when the path does not apply.
+ */
 export function dispatchMatmulTex(
   p: MatmulTexProblem,
   a: Tensor,

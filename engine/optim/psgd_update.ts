@@ -247,10 +247,9 @@ function refreshCaches(
   factors.forEach((f, k) => {
     if (beforeUpdate !== (f.dense && stale) || done.has(k)) return;
     if (f.dense) triCache(q[k], qctl, cache[k], f.d, g);
-    else {dispatch(
-        psgdDiagCacheKernel(f.d, g),
-        [q[k].buffer, qctl.buffer, cache[k].buffer],
-        grid1d(g * f.d, PSGD_WG),
-      );}
+    else {
+      const bind = [q[k].buffer, qctl.buffer, cache[k].buffer];
+      dispatch(psgdDiagCacheKernel(f.d, g), bind, grid1d(g * f.d, PSGD_WG));
+    }
   });
 }
