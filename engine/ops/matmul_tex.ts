@@ -86,6 +86,8 @@ export function setMatmulTexture(on: boolean | null, rule: TexRule | null = null
 }
 
 const textures = new Map<string, GPUTexture>();
+/** One view per cached texture, so a dispatch that binds the same textures finds its bind group again. */
+const views = new WeakMap<GPUTexture, GPUTextureView>();
 
 /** Frees the cached operand textures (the next matmul recreates what it needs). */
 export function clearMatmulTextures(): void {
@@ -139,7 +141,9 @@ export function upload(t: Tensor, slot: string, rows: number): GPUTextureView {
       [rest, 1, 1],
     );
   }
-  return tex.createView();
+  let view = views.get(tex);
+  if (!view) views.set(tex, view = tex.createView());
+  return view;
 }
 
 /** What decides the path: matmul.ts's problem without the bias. */

@@ -2,7 +2,8 @@
  * The buffer pool inside one open encoder (engine/runtime.ts): a temporary released before the submit is
  * reused for the next kernel-written result of its size (a step's footprint is its live peak), while host
  * writes never land in a buffer that unsubmitted work still uses (fromData takes committed buffers only, and
- * writeBuffer into a recycled one submits first). Exact values: every check is on small integers.
+ * writeBuffer into a recycled one submits first), and a repeated step gets the same buffers, so its bind groups
+ * are found again. Exact values: every check is on small integers.
  */
 import assert from "node:assert/strict";
 import * as E from "../../engine/index.ts";
@@ -82,4 +83,42 @@ Deno.test("runtime: a cached kernel builder returns one Kernel per arguments, wh
   assert.equal(pipelineFor(b), p, "found by the Kernel object");
   assert.equal(pipelineFor({ ...a }), p, "an equal source from another object finds the same pipeline");
   assert.ok(counters.pipelines - before <= 1, "at most one pipeline created");
+});
+
+Deno.test("runtime: a step repeated on pooled buffers reuses its bind groups, whatever order they came back in", async () => {
+  await gpuReady();
+  const a = E.Tensor.fromData(range((i) => i), [N], { persistent: true });
+  // Three temporaries, kept past the scope so the test decides the order they go back to the pool in.
+  const step = () =>
+    E.scope(() => {
+      const t1 = E.mul(a, 2), t2 = E.add(t1, 1), t3 = E.mul(t2, t1);
+      return [t1, t2, t3].map((t) => t.keep());
+    });
+  const check = async (ts: E.Tensor[]) => {
+    assert.deepEqual([...await ts[2].read()], [...range((i) => (2 * i + 1) * 2 * i)]);
+  };
+  try {
+    await E.sync();
+    E.pool.trim(); // no free buffers from earlier tests; also empties the bind-group cache
+    let ts = step();
+    await check(ts);
+    for (const i of [0, 1, 2]) ts[i].dispose(); // committed: straight to the free lists
+    ts = step();
+    await check(ts);
+    for (const i of [2, 0, 1]) ts[i].dispose();
+    const groups = counters.bindGroups, created = E.pool.stats.buffersCreated;
+    ts = step();
+    await check(ts);
+    assert.equal(E.pool.stats.buffersCreated, created, "the repeated step created buffers");
+    assert.equal(counters.bindGroups, groups, "the repeated step created bind groups: it got other buffers");
+    for (const t of ts) t.dispose();
+    await E.sync();
+    E.pool.trim(); // destroys those buffers: the next step binds new ones, in new groups
+    ts = step();
+    assert.ok(counters.bindGroups > groups, "no new groups after trim");
+    await check(ts);
+    for (const t of ts) t.dispose();
+  } finally {
+    a.dispose();
+  }
 });
