@@ -94,16 +94,33 @@ const partialSums = (chunks: number, outs: number) =>
   for (var k = 0u; k < ${chunks}u; k++) { e += X1[k * ${outs}u + src]; t += X2[k * ${outs}u + src]; }`;
 
 /** m ← m + w_t·(s·g − m) where the step is live. */
-function buildPsgdMomentumKernel(n: number): Kernel {
+function buildPsgdMomentumKernel(n: number, copyOut = false): Kernel {
   const v = psgdVec(n);
+  // copyOut: also write the new m to u (binding 3: the member's range of a group's stacked u), and the old m
+  // when the step is skipped, so u always equals m afterwards.
+  const body = copyOut
+    ? `if (i >= ${n / v}u) { return; }
+  if (step[0] == 0.0) {
+    u[i] = m[i];
+    return;
+  }
+  let mi = ${MOMENTUM};
+  m[i] = mi;
+  u[i] = mi;`
+    : `if (i >= ${n / v}u || step[0] == 0.0) { return; }
+  m[i] = ${MOMENTUM};`;
   return {
-    name: `psgd_momentum_${n}`,
+    name: `psgd_momentum_${n}${copyOut ? "_out" : ""}`,
     code: `@group(0) @binding(0) var<storage, read_write> m: array<${elem(n)}>;
 @group(0) @binding(1) var<storage, read> g: array<${elem(n)}>;
 @group(0) @binding(2) var<storage, read> step: array<f32>;
-${head(PSGD_WG)}
-  if (i >= ${n / v}u || step[0] == 0.0) { return; }
-  m[i] = ${MOMENTUM};
+${
+      copyOut
+        ? `@group(0) @binding(3) var<storage, read_write> u: array<${elem(n)}>;
+`
+        : ""
+    }${head(PSGD_WG)}
+  ${body}
 }`,
   };
 }

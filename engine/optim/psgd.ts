@@ -19,17 +19,20 @@ import {
   psgdMomentumKernel,
 } from "../../kernels/psgd.wgsl.ts";
 import { noGrad } from "../autograd.ts";
+import { gpu } from "../device.ts";
 import { Generator } from "../random.ts";
 import { copyBuffer, dispatch, grid1d, releaseBuffer, uniformBuffer } from "../runtime.ts";
 import { scope, type Shape, shapeStr, Tensor } from "../tensor.ts";
 import {
   applyCaches,
   applyFactors,
+  type GroupState,
   type Slot,
   stackTensors,
   type UpdateContext,
   updateFactors,
 } from "./psgd_update.ts";
+import { modeChain } from "./psgd_ops.ts";
 import { HEAVYBALL_SCHEDULE_SEED, lolaUpdateProbability, scheduleDraw } from "./psgd_schedule.ts";
 import type { Optimizer, StepOptions } from "./optimizer.ts";
 
@@ -75,6 +78,8 @@ export interface PSGDKronOptions {
    * Update the factors of same-shape tensors together, one dispatch per stage for the group (default true):
    * the same arithmetic per tensor, far fewer dispatches. The draws of the probes and the damping noise then
    * come per group, so a run's random stream differs from one with `false` (which updates tensor by tensor).
+   * Such a group of tensors with ≥ 2 axes also applies P·u as one stacked chain, on stacked copies of its
+   * factors and caches that its updates keep current.
    */
   groupUpdates?: boolean;
   /**
@@ -131,6 +136,18 @@ export function denseAxes(
 
 const persistent = (data: Float32Array, shape: Shape) => Tensor.fromData(data, shape, { persistent: true });
 
+/**
+ * Same-shape, same-layout tensors with ≥ 2 axes whose P·u runs as one stacked chain each step. `state` holds
+ * stacked copies of the members' factors and caches (persistent), equal to theirs while `valid`: the group's
+ * own factor updates write them in place (and copy back to the members); anything else that changes a
+ * member's factors clears `valid`, and the next step copies them in again.
+ */
+interface ApplyGroup {
+  members: Slot[];
+  state: Omit<GroupState, "m">;
+  valid: boolean;
+}
+
 export class PSGDKron implements Optimizer {
   readonly params: Tensor[];
   opts: Resolved;
@@ -143,6 +160,7 @@ export class PSGDKron implements Optimizer {
   private finite: Tensor;
   private gen: Generator;
   private draw: { t: number; r: number } = { t: -1, r: 0 };
+  private groups: ApplyGroup[] = [];
 
   constructor(params: Tensor[], opts: PSGDKronOptions) {
     this.params = params;
@@ -152,6 +170,85 @@ export class PSGDKron implements Optimizer {
     this.finite = persistent(new Float32Array(1), [1]);
     this.gen = new Generator(this.opts.seed);
     this.slots = params.map((p, i) => this.makeSlot(p, i));
+    if (this.opts.groupUpdates) this.groups = this.makeGroups();
+  }
+
+  /**
+   * Groups for the stacked P·u: ≥ 2 members whose size is a multiple of the storage-offset alignment (each
+   * member's momentum and update bind its range of the stacked tensors).
+   */
+  private makeGroups(): ApplyGroup[] {
+    const align = gpu().limits.minStorageBufferOffsetAlignment;
+    const byKey = new Map<string, Slot[]>();
+    for (const s of this.slots) {
+      if (s.shape.length < 2 || (s.param.size * 4) % align !== 0) continue;
+      const key = `${s.shape.join("x")}:${s.factors.map((f) => (f.dense ? "t" : "d")).join("")}`;
+      byKey.set(key, [...(byKey.get(key) ?? []), s]);
+    }
+    return [...byKey.values()].filter((m) => m.length > 1).map((members) => {
+      const stack = (size: number) => Tensor.empty([members.length * size], { persistent: true });
+      const f = members[0].factors;
+      return {
+        members,
+        state: { q: f.map((x) => stack(x.q.size)), cache: f.map((x) => stack(x.cache.size)) },
+        valid: false,
+      };
+    });
+  }
+
+  /** Copy the members' factors and caches into the group's stacked state. */
+  private fillGroup(grp: ApplyGroup): void {
+    grp.members.forEach((s, i) =>
+      s.factors.forEach((f, k) => {
+        copyBuffer(f.q.buffer, 0, grp.state.q[k].buffer, i * f.q.byteSize, f.q.byteSize);
+        copyBuffer(f.cache.buffer, 0, grp.state.cache[k].buffer, i * f.cache.byteSize, f.cache.byteSize);
+      })
+    );
+    grp.valid = true;
+  }
+
+  /** Momentum, P·u (delayed: the caches from before this step's update) and the parameter update of one tensor. */
+  private applySlot(s: Slot, g: Tensor, hyper: GPUBuffer): void {
+    const n = s.param.size;
+    const grid = grid1d(psgdElementwise(n), PSGD_WG);
+    if (this.opts.fuseSmallUpdates && s.factors.length === 1 && !s.factors[0].dense) {
+      const kern = psgdDiagStepKernel(n, this.opts.trustRegion);
+      const c = s.factors[0].cache;
+      dispatch(kern, [s.m.buffer, g.buffer, this.live.buffer, c.buffer, s.param.buffer, hyper], grid);
+      return;
+    }
+    dispatch(psgdMomentumKernel(n), [s.m.buffer, g.buffer, this.live.buffer], grid);
+    const d = applyCaches(s, s.m);
+    dispatch(
+      psgdApplyKernel(n, this.opts.trustRegion),
+      [s.param.buffer, d.buffer, this.live.buffer, hyper],
+      grid,
+    );
+    d.dispose();
+  }
+
+  /**
+   * Momentum and P·u for a group as one stacked chain (delayed: the caches from before this step's update),
+   * then each member's parameter update; returns the stacked momentum u for the group's factor update.
+   */
+  private applyGroup(grp: ApplyGroup, hyper: GPUBuffer): Tensor {
+    if (!grp.valid) this.fillGroup(grp);
+    const { shape, factors } = grp.members[0];
+    const n = grp.members[0].param.size, g = grp.members.length;
+    const grid = grid1d(psgdElementwise(n), PSGD_WG);
+    const range = (t: Tensor, i: number) => ({ buffer: t.buffer, offset: i * n * 4, size: n * 4 });
+    const u = Tensor.empty([g * n]);
+    const momentum = psgdMomentumKernel(n, true);
+    grp.members.forEach((s, i) =>
+      dispatch(momentum, [s.m.buffer, s.param.grad!.buffer, this.live.buffer, range(u, i)], grid)
+    );
+    const d = modeChain(u, shape, (k) => ({ m: grp.state.cache[k], op: factors[k].dense ? "mm" : "mul" }), g);
+    const apply = psgdApplyKernel(n, this.opts.trustRegion);
+    grp.members.forEach((s, i) =>
+      dispatch(apply, [s.param.buffer, range(d, i), this.live.buffer, hyper], grid)
+    );
+    d.dispose();
+    return u;
   }
 
   private makeSlot(p: Tensor, i: number): Slot {
@@ -191,25 +288,25 @@ export class PSGDKron implements Optimizer {
         const hyper = uniformBuffer(new Float32Array([o.lr ?? this.opts.lr, weightDecay, 0, 0]));
         // Tensors whose factors update this step, grouped by shape, factor layout and balancing.
         const due = new Map<string, { group: Slot[]; balance: boolean }>();
+        for (const s of this.slots) {
+          const g = s.param.grad;
+          if (g && g.size !== s.param.size) {
+            throw new Error(`PSGDKron: gradient ${shapeStr(g.shape)} of ${s.key}`);
+          }
+        }
+        // Groups whose members all have a gradient run P·u stacked; the others go tensor by tensor.
+        const stackedU = new Map<ApplyGroup, Tensor>();
+        const done = new Set<Slot>();
+        for (const grp of this.groups) {
+          if (!grp.members.every((s) => s.param.grad)) continue;
+          stackedU.set(grp, this.applyGroup(grp, hyper));
+          for (const s of grp.members) done.add(s);
+        }
         this.slots.forEach((s) => {
           const g = s.param.grad;
           if (!g) return;
-          if (g.size !== s.param.size) throw new Error(`PSGDKron: gradient ${shapeStr(g.shape)} of ${s.key}`);
           s.n++;
-          const n = s.param.size;
-          const grid = grid1d(psgdElementwise(n), PSGD_WG);
-          // Delayed: P·u uses the caches from before this step's factor update.
-          if (this.opts.fuseSmallUpdates && s.factors.length === 1 && !s.factors[0].dense) {
-            const kern = psgdDiagStepKernel(n, this.opts.trustRegion);
-            const c = s.factors[0].cache;
-            dispatch(kern, [s.m.buffer, g.buffer, this.live.buffer, c.buffer, s.param.buffer, hyper], grid);
-          } else {
-            dispatch(psgdMomentumKernel(n), [s.m.buffer, g.buffer, this.live.buffer], grid);
-            const d = applyCaches(s, s.m);
-            const apply = psgdApplyKernel(n, this.opts.trustRegion);
-            dispatch(apply, [s.param.buffer, d.buffer, this.live.buffer, hyper], grid);
-            d.dispose();
-          }
+          if (!done.has(s)) this.applySlot(s, g, hyper);
           const dec = this.decide(s);
           if (!dec.update) return;
           const layout = s.factors.map((f) => (f.dense ? "t" : "d")).join("");
@@ -221,7 +318,18 @@ export class PSGDKron implements Optimizer {
           due.set(key, entry);
         });
         const ctx = this.context();
-        for (const { group, balance } of due.values()) updateFactors(group, ctx, balance);
+        for (const { group, balance } of due.values()) {
+          // A due group that is a whole stacked group updates its stacked state in place.
+          const grp = this.groups.find((x) =>
+            stackedU.has(x) && x.members.length === group.length && x.members.every((s, i) => s === group[i])
+          );
+          if (grp) updateFactors(group, ctx, balance, { m: stackedU.get(grp)!, ...grp.state });
+          else {
+            updateFactors(group, ctx, balance);
+            for (const x of this.groups) if (x.members.some((s) => group.includes(s))) x.valid = false;
+          }
+        }
+        for (const u of stackedU.values()) u.dispose();
         releaseBuffer(hyper);
       })
     );
@@ -332,6 +440,7 @@ export class PSGDKron implements Optimizer {
       copyBuffer(src.buffer, 0, target.buffer, 0, target.byteSize);
       if (src !== v) src.dispose();
     }
+    for (const grp of this.groups) grp.valid = false;
     this.t = sd["psgd.step"] as number;
     this.gen.state = { seed: this.opts.seed, calls: sd["psgd.rng_calls"] as number };
     for (const s of this.slots) s.n = sd[`psgd.n.${s.key}`] as number;
@@ -342,5 +451,6 @@ export class PSGDKron implements Optimizer {
       for (const t of [s.m, s.ell, ...s.factors.flatMap((f) => [f.q, f.cache])]) t.dispose();
     }
     for (const t of [this.counters, this.live, this.finite]) t.dispose();
+    for (const grp of this.groups) for (const t of [...grp.state.q, ...grp.state.cache]) t.dispose();
   }
 }

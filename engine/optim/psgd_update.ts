@@ -71,6 +71,13 @@ export interface UpdateContext {
   probe: (group: Slot[]) => Tensor;
 }
 
+/** A group's state stacked member after member: momentum u, and per axis the factors Q_k and caches C_k. */
+export interface GroupState {
+  m: Tensor;
+  q: Tensor[];
+  cache: Tensor[];
+}
+
 /** u ×_1 C_1 ⋯ ×_K C_K with the cached factors (a new flat tensor). */
 export function applyCaches(s: Slot, x: Tensor): Tensor {
   return modeChain(x, s.shape, (k) => ({ m: s.factors[k].cache, op: s.factors[k].dense ? "mm" : "mul" }));
@@ -103,8 +110,9 @@ export function stackTensors(ts: Tensor[]): Tensor {
  * balancing and the cache refresh. A group of g > 1 works on stacked copies of the members' state, one dispatch
  * per stage for all of them, and copies the factors, caches and normalisers back: the per-stage dispatch cost
  * dominates the small factors' updates on lavapipe. Each member keeps its own guard, σ and normalisers.
+ * `given`: the group's state already stacked (the optimizer keeps it for g > 1), updated in place instead.
  */
-export function updateFactors(group: Slot[], c: UpdateContext, balance: boolean): void {
+export function updateFactors(group: Slot[], c: UpdateContext, balance: boolean, given?: GroupState): void {
   const g = group.length;
   const { shape, factors } = group[0];
   const n = group[0].param.size;
@@ -121,9 +129,10 @@ export function updateFactors(group: Slot[], c: UpdateContext, balance: boolean)
     if (out !== ts[0]) stacked.add(out);
     return out;
   };
-  const m = stack(group.map((s) => s.m));
-  const q = factors.map((_, k) => stack(group.map((s) => s.factors[k].q)));
-  const cache = factors.map((_, k) => stack(group.map((s) => s.factors[k].cache)));
+  if (given && g === 1) throw new Error("updateFactors: stacked state is for groups of ≥ 2");
+  const m = given?.m ?? stack(group.map((s) => s.m));
+  const q = given ? [...given.q] : factors.map((_, k) => stack(group.map((s) => s.factors[k].q)));
+  const cache = given?.cache ?? factors.map((_, k) => stack(group.map((s) => s.factors[k].cache)));
   const ell = g === 1 ? group[0].ell : Tensor.empty([g * K]);
   const qctl = Tensor.empty([2 * g]);
   dispatch(psgdUpdateControlKernel(n, c.zeroGradGuard, g), [m.buffer, c.live.buffer, qctl.buffer], [g]);
@@ -180,7 +189,7 @@ export function updateFactors(group: Slot[], c: UpdateContext, balance: boolean)
       const y = Tensor.empty([g * f.d]);
       dispatch(psgdNormKernel({ d: f.d, slot: k, g, stride: K }), [sm.buffer, y.buffer, ell.buffer], [g]);
       const qn = triUpdate(q[k], e, ell, qctl, { d: f.d, eta: c.eta, slot: k, g, stride: K });
-      if (g === 1) {
+      if (g === 1 || given) {
         copyBuffer(qn.buffer, 0, q[k].buffer, 0, q[k].byteSize);
         qn.dispose();
       } else {

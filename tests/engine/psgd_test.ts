@@ -499,6 +499,9 @@ Deno.test("psgd T2: 40-step trajectory of conv, linear and bias tensors matches 
  * narrow middle axes ([2, 36, 3]), a middle axis with b ≥ 32 that a group sends to the own kernel and a single
  * tensor to matmul ([2, 40, 32]), balancing every other step, a member (`GROUP_ZEROED`) whose gradient is
  * zero (its update skipped inside a live group), and 1-D tensors (whose step is one fused pass; [8] in quads).
+ * Groups of ≥ 2 axes and a size of a multiple of 64 ([2, 40, 32], [4, 16, 3, 3]) also run P·u stacked, on
+ * stacked factors and caches that their updates keep; at step `GROUP_NO_GRAD.step` one member of each has no
+ * gradient, so that step goes tensor by tensor and the next one must copy the stacked state in again.
  */
 const GROUP_SHAPES: number[][] = [
   [40, 34],
@@ -513,8 +516,12 @@ const GROUP_SHAPES: number[][] = [
   [7],
   [7],
   [8],
+  [4, 16, 3, 3],
+  [4, 16, 3, 3],
+  [4, 16, 3, 3],
 ];
 const GROUP_ZEROED = 8;
+const GROUP_NO_GRAD = { step: 2, params: [5, 13] };
 type GroupRun = { p: Float32Array; q: Float32Array[]; cache: Float32Array[]; ell: Float32Array }[];
 async function groupRun(
   o: { groupUpdates: boolean; fuseSmallUpdates: boolean; staleCache: boolean },
@@ -542,6 +549,12 @@ async function groupRun(
     });
     for (; t < steps.length; t++) {
       params.forEach((p, i) => setGrad(p, steps[t].grads[i]));
+      if (t === GROUP_NO_GRAD.step) {
+        for (const i of GROUP_NO_GRAD.params) {
+          params[i].grad!.dispose();
+          params[i].grad = null;
+        }
+      }
       E.scope(() => opt.step());
     }
     const out = await Promise.all(params.map(async (p, i) => {
@@ -930,8 +943,9 @@ Deno.test("psgd T5: a non-finite gradient norm skips the whole step on the GPU (
 
 Deno.test("psgd T5: stateDict → loadStateDict resumes bit-identically; step() never reads the GPU", async () => {
   await gpuReady();
-  // Two [6, 5] tensors: their factors update as a group, with the damping noise and probes drawn per group.
-  const shapes = [[6, 5], [5], [6, 5]];
+  // Two [8, 16] tensors: their factors update as a group, with the damping noise and probes drawn per group,
+  // and their P·u runs stacked on the group's copies of the factors and caches, which loading must replace.
+  const shapes = [[8, 16], [5], [8, 16]];
   const init = shapes.map((s, i) => f32(randArray(s.reduce((a, b) => a * b), 70 + i)));
   const make = () => {
     const params = shapes.map((s, i) => E.Tensor.parameter(init[i], s, `p${i}`));
@@ -956,6 +970,10 @@ Deno.test("psgd T5: stateDict → loadStateDict resumes bit-identically; step() 
   const savedParams = await Promise.all(a.params.map((p) => p.read()));
   assert.ok(Object.keys(saved).includes("psgd.Q.p0.1") && Object.keys(saved).includes("psgd.exp_avg.p1"));
   const b = make();
+  for (let t = 0; t < 2; t++) { // state that loading must overwrite, the group's stacked copies included
+    b.params.forEach((p, i) => setGrad(p, grads[t + 6][i]));
+    E.scope(() => b.opt.step());
+  }
   b.params.forEach((p, i) =>
     E.scope(() => E.mapInPlace(p, [upload(savedParams[i], p.shape)], "in1", "load"))
   );
