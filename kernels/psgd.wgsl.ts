@@ -98,6 +98,7 @@ function buildPsgdMomentumKernel(n: number, copyOut = false): Kernel {
   const v = psgdVec(n);
   // copyOut: also write the new m to u (binding 3: the member's range of a group's stacked u), and the old m
   // when the step is skipped, so u always equals m afterwards.
+  const out = copyOut ? `@group(0) @binding(3) var<storage, read_write> u: array<${elem(n)}>;\n` : "";
   const body = copyOut
     ? `if (i >= ${n / v}u) { return; }
   if (step[0] == 0.0) {
@@ -114,12 +115,7 @@ function buildPsgdMomentumKernel(n: number, copyOut = false): Kernel {
     code: `@group(0) @binding(0) var<storage, read_write> m: array<${elem(n)}>;
 @group(0) @binding(1) var<storage, read> g: array<${elem(n)}>;
 @group(0) @binding(2) var<storage, read> step: array<f32>;
-${
-      copyOut
-        ? `@group(0) @binding(3) var<storage, read_write> u: array<${elem(n)}>;
-`
-        : ""
-    }${head(PSGD_WG)}
+${out}${head(PSGD_WG)}
   ${body}
 }`,
   };

@@ -136,6 +136,9 @@ export function denseAxes(
 
 const persistent = (data: Float32Array, shape: Shape) => Tensor.fromData(data, shape, { persistent: true });
 
+/** What tensors must share to be updated or stacked together: shape and factor layout. */
+const shapeKey = (s: Slot) => `${s.shape.join("x")}:${s.factors.map((f) => (f.dense ? "t" : "d")).join("")}`;
+
 /**
  * Same-shape, same-layout tensors with ≥ 2 axes whose P·u runs as one stacked chain each step. `state` holds
  * stacked copies of the members' factors and caches (persistent), equal to theirs while `valid`: the group's
@@ -182,7 +185,7 @@ export class PSGDKron implements Optimizer {
     const byKey = new Map<string, Slot[]>();
     for (const s of this.slots) {
       if (s.shape.length < 2 || (s.param.size * 4) % align !== 0) continue;
-      const key = `${s.shape.join("x")}:${s.factors.map((f) => (f.dense ? "t" : "d")).join("")}`;
+      const key = shapeKey(s);
       byKey.set(key, [...(byKey.get(key) ?? []), s]);
     }
     return [...byKey.values()].filter((m) => m.length > 1).map((members) => {
@@ -309,10 +312,7 @@ export class PSGDKron implements Optimizer {
           if (!done.has(s)) this.applySlot(s, g, hyper);
           const dec = this.decide(s);
           if (!dec.update) return;
-          const layout = s.factors.map((f) => (f.dense ? "t" : "d")).join("");
-          const key = this.opts.groupUpdates
-            ? `${s.shape.join("x")}:${layout}:${dec.balance}`
-            : String(s.index);
+          const key = this.opts.groupUpdates ? `${shapeKey(s)}:${dec.balance}` : String(s.index);
           const entry = due.get(key) ?? { group: [], balance: dec.balance };
           entry.group.push(s);
           due.set(key, entry);

@@ -131,7 +131,7 @@ export function updateFactors(group: Slot[], c: UpdateContext, balance: boolean,
   };
   if (given && g === 1) throw new Error("updateFactors: stacked state is for groups of ≥ 2");
   const m = given?.m ?? stack(group.map((s) => s.m));
-  const q = given ? [...given.q] : factors.map((_, k) => stack(group.map((s) => s.factors[k].q)));
+  const q = given?.q ?? factors.map((_, k) => stack(group.map((s) => s.factors[k].q)));
   const cache = given?.cache ?? factors.map((_, k) => stack(group.map((s) => s.factors[k].cache)));
   const ell = g === 1 ? group[0].ell : Tensor.empty([g * K]);
   const qctl = Tensor.empty([2 * g]);
