@@ -9,6 +9,11 @@
  * is one GPU warp, reduced with one barrier and a fold of the partials from constant addresses: on lavapipe a
  * barrier is a coroutine switch of every 8-lane SIMD group and any non-constant load a per-lane loop, so a
  * 256-wide tree cost ~4 µs per row where this costs ~0.1.
+ *
+ * Also the global sum of squares of several tensors in one dispatch (`sumSquaresKernel`, the gradient norm):
+ * each tensor is its own binding, each workgroup reduces one chunk of one tensor (chosen by workgroup id, so
+ * the branch is uniform) into one partial, and `sumSqrtKernel` folds the partials. A per-tensor square, sum and
+ * add cost three dispatches a parameter (~175 for the `default` solver) where these cost one per group of 31.
  */
 import { cachedKernel, f32, type Kernel, MAIN_BUILTINS } from "./common.ts";
 
@@ -121,5 +126,77 @@ fn main(${MAIN_BUILTINS}) {
 }`;
 }
 
+/** Elements of one tensor per workgroup of `sumSquaresKernel` (a multiple of 4). */
+export const SUMSQ_CHUNK = 4096;
+
+/** Partials (workgroups) `sumSquaresKernel` writes for tensors of these sizes. */
+export function sumSquaresPartials(sizes: readonly number[]): number {
+  return sizes.reduce((a, n) => a + Math.ceil(n / SUMSQ_CHUNK), 0);
+}
+
+/** The partials buffer's binding and the fold of the workgroup's lanes into `p`, shared by the two kernels. */
+function laneFold(): string {
+  return Array.from({ length: ROW_WG - 1 }, (_, i) => `p = p + buf[${i + 1}u];`).join(" ");
+}
+
+/**
+ * out[base + w] = Σ x² over chunk w of the tensors x0, x1, … (bindings 0…k-1, `sizes` floats each; out is
+ * binding k): tensor j's chunks are workgroups [W_j, W_j+1). vec4 loads where a size is a multiple of 4.
+ */
+function buildSumSquaresKernel(c: { sizes: readonly number[]; base: number }): Kernel {
+  const k = c.sizes.length;
+  const decls: string[] = [], branches: string[] = [];
+  let w0 = 0;
+  c.sizes.forEach((n, j) => {
+    const v = n % 4 === 0, q = v ? 4 : 1, w1 = w0 + Math.ceil(n / SUMSQ_CHUNK);
+    decls.push(`@group(0) @binding(${j}) var<storage, read> x${j}: array<${v ? "vec4<f32>" : "f32"}>;`);
+    const acc = v ? "acc = fma(e, e, acc);" : "acc.x = fma(e, e, acc.x);";
+    branches.push(`if (g < ${w1}u) {
+    let c = g - ${w0}u;
+    let start = c * ${SUMSQ_CHUNK / q}u;
+    let n = min(${SUMSQ_CHUNK}u, ${n}u - c * ${SUMSQ_CHUNK}u) / ${q}u;
+    for (var i = lid; i < n; i += ${ROW_WG}u) { let e = x${j}[start + i]; ${acc} }
+  }`);
+    w0 = w1;
+  });
+  const code = `${decls.join("\n")}
+@group(0) @binding(${k}) var<storage, read_write> out: array<f32>;
+var<workgroup> buf: array<f32, ${ROW_WG}>;
+@compute @workgroup_size(${ROW_WG})
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let g = wid.x + wid.y * nwg.x;
+  var acc = vec4<f32>(0.0);
+  ${branches.join(" else ")}
+  buf[lid] = dot(acc, vec4<f32>(1.0));
+  workgroupBarrier();
+  var p = buf[0];
+  ${laneFold()}
+  if (lid == 0u && g < ${w0}u) { out[${c.base}u + g] = p; }
+}`;
+  return { name: `sum_squares_${k}x${w0}`, code };
+}
+
+/** out[0] = √(Σ partials[0…count)) in one workgroup: the last pass of the gradient norm. */
+function buildSumSqrtKernel(count: number): Kernel {
+  return {
+    name: `sum_sqrt_${count}`,
+    code: `@group(0) @binding(0) var<storage, read> partials: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+var<workgroup> buf: array<f32, ${ROW_WG}>;
+@compute @workgroup_size(${ROW_WG})
+fn main(@builtin(local_invocation_index) lid: u32) {
+  var acc = 0.0;
+  for (var i = lid; i < ${count}u; i += ${ROW_WG}u) { acc += partials[i]; }
+  buf[lid] = acc;
+  workgroupBarrier();
+  var p = buf[0];
+  ${laneFold()}
+  if (lid == 0u) { out[0] = sqrt(p); }
+}`,
+  };
+}
+
 // One Kernel object per arguments (kernels/common.ts cachedKernel).
 export const reduceKernel = cachedKernel(buildReduceKernel);
+export const sumSquaresKernel = cachedKernel(buildSumSquaresKernel);
+export const sumSqrtKernel = cachedKernel(buildSumSqrtKernel);

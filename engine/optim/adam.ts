@@ -3,7 +3,7 @@
  * on the device: `step({ gradNorm, maxNorm })` never syncs. Moments and the [t, skipped] counters are
  * persistent tensors and part of `stateDict()` so a resumed run continues exactly.
  */
-import { ADAM_WG, adamAdvanceKernel, adamUpdateKernel } from "../../kernels/adam.wgsl.ts";
+import { adamAdvanceKernel, adamUpdateKernel, adamUpdateWorkgroups } from "../../kernels/adam.wgsl.ts";
 import {
   copyBuffer,
   dispatch,
@@ -14,6 +14,7 @@ import {
   writeBuffer,
 } from "../runtime.ts";
 import { Tensor } from "../tensor.ts";
+import { bindingGroups } from "./clip.ts";
 import type { Optimizer, StepOptions } from "./optimizer.ts";
 
 export type { StepOptions };
@@ -37,6 +38,10 @@ export class Adam implements Optimizer {
   opts: Required<AdamOptions>;
 
   constructor(params: Tensor[], opts: AdamOptions) {
+    // One dispatch binds several tensors' state writable: a tensor listed twice would alias its own bindings.
+    if (new Set(params).size !== params.length) {
+      throw new Error("Adam: a parameter is listed twice; pass each once");
+    }
     this.params = params;
     this.opts = { betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0, decoupled: true, ...opts };
     const zeros = (t: Tensor) => Tensor.fromData(new Float32Array(t.size), t.shape, { persistent: true });
@@ -62,14 +67,23 @@ export class Adam implements Optimizer {
       ]),
     );
     dispatch(adamAdvanceKernel(), [this.counters.buffer, gn.buffer], [1]);
-    this.params.forEach((p, i) => {
-      if (!p.grad) return;
+    // Several tensors a dispatch (4 storage bindings each beside the counters and the norm).
+    const live = this.params.flatMap((p, i) => (p.grad ? [i] : []));
+    for (const group of bindingGroups(live, 4, 2)) {
+      const sizes = group.map((i) => this.params[i].size);
       dispatch(
-        adamUpdateKernel(p.size),
-        [p.buffer, p.grad.buffer, this.m[i].buffer, this.v[i].buffer, this.counters.buffer, gn.buffer, hyper],
-        grid1d(p.size, ADAM_WG),
+        adamUpdateKernel(sizes),
+        [
+          this.counters.buffer,
+          gn.buffer,
+          hyper,
+          ...group.flatMap((
+            i,
+          ) => [this.params[i].buffer, this.params[i].grad!.buffer, this.m[i].buffer, this.v[i].buffer]),
+        ],
+        grid1d(adamUpdateWorkgroups(sizes), 1),
       );
-    });
+    }
     releaseBuffer(hyper);
   }
 

@@ -2,22 +2,46 @@
  * Global gradient norm on the GPU (no sync), the input of clipping and of the non-finite step guard of the
  * optimizers, and the cosine learning-rate schedule.
  */
-import { add, map, sqrt, sum } from "../ops/index.ts";
-import { noGrad } from "../autograd.ts";
-import type { Tensor } from "../tensor.ts";
+import { sumSqrtKernel, sumSquaresKernel, sumSquaresPartials } from "../../kernels/reduce.wgsl.ts";
+import { gpu } from "../device.ts";
+import { dispatch, grid1d } from "../runtime.ts";
+import { Tensor } from "../tensor.ts";
 
-/** ‖(g_1, …, g_n)‖₂ over all parameters that have a gradient, as a [1] tensor (NaN/Inf propagate). */
+/**
+ * Consecutive runs of `items` that fit one dispatch's storage bindings: `per` bindings an item beside
+ * `reserved` others, within the device's maxStorageBuffersPerShaderStage (the multi-tensor kernels).
+ */
+export function bindingGroups<T>(items: readonly T[], per: number, reserved: number): T[][] {
+  const size = Math.max(1, Math.floor((gpu().limits.maxStorageBuffersPerShaderStage - reserved) / per));
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+/**
+ * ‖(g_1, …, g_n)‖₂ over all parameters that have a gradient, as a [1] tensor (NaN/Inf propagate): one
+ * sum-of-squares dispatch per group of gradients (kernels/reduce.wgsl.ts), one fold of their partials.
+ */
 export function gradNorm(params: Tensor[]): Tensor {
-  return noGrad(() => {
-    let total: Tensor | null = null;
-    for (const p of params) {
-      if (!p.grad) continue;
-      const s = sum(map([p.grad], "in0 * in0", "sq"));
-      total = total ? add(total, s) : s;
-    }
-    if (!total) throw new Error("gradNorm: no parameter has a gradient (did backward() run?)");
-    return sqrt(total).view([1]);
-  });
+  const grads = params.flatMap((p) => (p.grad ? [p.grad] : []));
+  if (!grads.length) throw new Error("gradNorm: no parameter has a gradient (did backward() run?)");
+  const groups = bindingGroups(grads, 1, 1);
+  const count = sumSquaresPartials(grads.map((g) => g.size));
+  const partials = Tensor.empty([count]), out = Tensor.empty([1]);
+  let base = 0;
+  for (const group of groups) {
+    const sizes = group.map((g) => g.size);
+    const workgroups = sumSquaresPartials(sizes);
+    dispatch(
+      sumSquaresKernel({ sizes, base }),
+      [...group.map((g) => g.buffer), partials.buffer],
+      grid1d(workgroups, 1),
+    );
+    base += workgroups;
+  }
+  dispatch(sumSqrtKernel(count), [partials.buffer, out.buffer], [1]);
+  partials.dispose();
+  return out;
 }
 
 /**
