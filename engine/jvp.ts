@@ -133,6 +133,8 @@ export const TAPE_OPS = {
   layer_norm: "rule",
   rms_norm: "rule",
   channel_norm: "rule",
+  modulate: "rule",
+  gate: "rule",
   conv2d: "rule",
   conv3d: "rule",
   attention:

@@ -15,20 +15,19 @@ import {
   checkpoint,
   concat,
   cos,
-  div,
   dropout,
+  gate,
   Generator,
   layer_norm,
   linear,
   map,
+  modulate,
   mul,
   permute,
   reshape,
   silu,
   sin,
   slice,
-  sqrt,
-  square,
   Tensor,
 } from "../engine/index.ts";
 import { countSpecs, type ParamSpec, ParamTable } from "./params.ts";
@@ -206,7 +205,7 @@ export function blockForward(p: BlockParams, h: Tensor, s: Tensor, m: Tensor | n
     ]);
   const [a, b, c, d] = [0, 1, 2, 3].map((k) => slice(mod, 2, k * D, (k + 1) * D)); // (B, 1, D) each
   const n = layer_norm(h); // (B, N, D)
-  let u = add(mul(add(a, 1), n), b); // (B, N, D)
+  let u = modulate(n, a, b); // (1 + a)·n + b, (B, N, D)
   let qkv = linear(u, p.qkv); // (B, N, 3D)
   const v = slice(qkv, 2, 2 * D, 3 * D); // (B, N, D)
   if (ctx.firstValue) {
@@ -220,8 +219,7 @@ export function blockForward(p: BlockParams, h: Tensor, s: Tensor, m: Tensor | n
     p.ffn3.weight,
     p.ffn3.bias,
   ); // (B, N, D)
-  const gate = (x: Tensor, g: Tensor, r: Tensor) => div(add(x, mul(g, r)), sqrt(add(square(g), 1)));
-  return { h: gate(gate(h, c, f), d, s), v };
+  return { h: gate(gate(h, c, f), d, s), v }; // gate(x, g, r) = (x + g·r)/√(1 + g²)
 }
 
 // ---------------------------------------------------------------------------------------------------------

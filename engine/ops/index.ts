@@ -12,5 +12,6 @@ installGradOps({ add, addInPlace, copy, ones, zeros });
 export { conv2d, conv3d, type ConvOptions } from "./conv.ts";
 export { depth_to_space, pixel_shuffle, pixel_unshuffle, space_to_depth } from "./space_to_depth.ts";
 export { channel_norm } from "./channel_norm.ts";
+export { gate, modulate } from "./modulation.ts";
 export { attention } from "./attention.ts";
 export { clearFftCache, fftFits, fftn } from "./fft.ts";

@@ -23,6 +23,7 @@ import { reference as matmulRef } from "../../engine/ops/matmul.ts";
 import { reference as normRef } from "../../engine/ops/norm.ts";
 import { reference as channelNormRef } from "../../engine/ops/channel_norm.ts";
 import { reference as convRef } from "../../engine/ops/conv.ts";
+import { reference as modRef } from "../../engine/ops/modulation.ts";
 import { Autoencoder } from "../../models/autoencoder.ts";
 import { AE_PRESETS } from "../../models/autoencoder_config.ts";
 import { assertClose, gpuReady, randArray, type Tol } from "../helpers.ts";
@@ -311,6 +312,24 @@ const CASES: Record<RuleOp, Case[]> = {
     inputs: [{ shape: [1, 3, 2, 2, 2] }],
     fn: ([x]) => E.channel_norm(x),
     ref: ([x]) => channelNormRef.channel_norm(x, [1, 3, 2, 2, 2]),
+  }],
+  modulate: [{
+    inputs: [{ shape: [2, 3, 8] }, { shape: [2, 1, 8] }, { shape: [2, 1, 8] }],
+    fn: ([x, a, b]) => E.modulate(x, a, b),
+    ref: ([x, a, b]) => modRef.modulate(x, a, b, 8),
+  }, {
+    inputs: [{ shape: [2, 3, 5] }, { shape: [1, 1, 5] }, { shape: [1, 1, 5] }],
+    fn: ([x, a, b]) => E.modulate(x, a, b),
+    ref: ([x, a, b]) => modRef.modulate(x, a, b, 5),
+  }],
+  gate: [{
+    inputs: [{ shape: [2, 3, 8] }, { shape: [2, 1, 8] }, { shape: [2, 3, 8] }],
+    fn: ([x, g, r]) => E.gate(x, g, r),
+    ref: ([x, g, r]) => modRef.gate(x, g, r, 8),
+  }, {
+    inputs: [{ shape: [2, 3, 5] }, { shape: [1, 1, 5] }, { shape: [2, 3, 5] }],
+    fn: ([x, g, r]) => E.gate(x, g, r),
+    ref: ([x, g, r]) => modRef.gate(x, g, r, 5),
   }],
   conv2d: [
     convCase(2, [2, 3, 5, 4], [4, 3, 3, 3], false),
