@@ -92,9 +92,11 @@ export function fwdSharedBytes(t: AttnTile, d: number): number {
 
 /**
  * prep: one invocation per (b, n, h) row. Writes Q̃ = rot(q̂)·log2(e)/√d, K̂ = rot(k̂) in (B·H, N, d) and the two
- * reciprocal RMS values (B·H, N, 2) for the backward. Angles: φ_j = Σ_a p[n, a]·Θ[a, h·d/2 + j].
+ * reciprocal RMS values (B·H, N, 2) for the backward. Angles: φ_j = Σ_a p[n, a]·Θ[a, h·d/2 + j]. With
+ * `values`, also V in (B·H, N, d) (the dense path's matmul operand; a separate gather of it cost ~2 ms a call
+ * on lavapipe for the `default` solver's 8 × 320 × 128, this ~0.3).
  */
-function buildAttnPrepKernel(dims: AttnDims, eps: number, wg = 64): Kernel {
+function buildAttnPrepKernel(dims: AttnDims, eps: number, wg = 64, values = false): Kernel {
   const { heads: H, headDim: d, axes: A } = dims;
   const d4 = d / 4, half = (H * d) / 2;
   const scale = LOG2E / Math.sqrt(d);
@@ -108,6 +110,7 @@ function buildAttnPrepKernel(dims: AttnDims, eps: number, wg = 64): Kernel {
 @group(0) @binding(4) var<storage, read_write> kt: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> rs: array<f32>;
 @group(0) @binding(6) var<uniform> P: Params;
+${values ? "@group(0) @binding(7) var<storage, read_write> vt: array<vec4<f32>>;" : ""}
 fn rot(x: vec4<f32>, c: vec2<f32>, s: vec2<f32>) -> vec4<f32> {
   return vec4<f32>(x.x * c.x - x.y * s.x, x.x * s.x + x.y * c.x, x.z * c.y - x.w * s.y, x.z * s.y + x.w * c.y);
 }
@@ -141,12 +144,13 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
     let s = sin(phi);
     qt[ob + i] = rot(qkv[qb + i] * rq, c, s) * ${f32(scale)};
     kt[ob + i] = rot(qkv[kb + i] * rk, c, s);
+    ${values ? `vt[ob + i] = qkv[kb + ${H * d4}u + i];` : ""}
   }
   let r2 = ((b * ${H}u + h) * n_tok + n) * 2u;
   rs[r2] = rq;
   rs[r2 + 1u] = rk;
 }`;
-  return { name: `attn_prep_h${H}_d${d}_a${A}_w${wg}`, code };
+  return { name: `attn_prep_h${H}_d${d}_a${A}_w${wg}${values ? "_v" : ""}`, code };
 }
 
 /** Shared prologue of the flash kernels: bindings declared by the caller, one workgroup-memory pool. */

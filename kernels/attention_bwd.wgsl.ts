@@ -37,8 +37,11 @@ export function bwdSharedBytes(t: AttnTile, d: number): number {
   return 16 * Math.max(2 * (t.bq + t.bk) * l.qs, valueRegion(t, l, 2));
 }
 
-/** Δ[bh, n] = Σ_i dO[b, n, h, i]·O[b, n, h, i]; one invocation per row. */
-function buildAttnDeltaKernel(dims: AttnDims, wg = 64): Kernel {
+/**
+ * Δ[bh, n] = Σ_i dO[b, n, h, i]·O[b, n, h, i]; one invocation per row. With `heads`, also dO as (B·H, N, d)
+ * (the dense path's matmul operand, instead of a separate gather).
+ */
+function buildAttnDeltaKernel(dims: AttnDims, wg = 64, heads = false): Kernel {
   const { heads: H, headDim: d } = dims;
   const d4 = d / 4;
   const code = `${PARAMS_WGSL}
@@ -46,6 +49,7 @@ function buildAttnDeltaKernel(dims: AttnDims, wg = 64): Kernel {
 @group(0) @binding(1) var<storage, read> o: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> delta: array<f32>;
 @group(0) @binding(3) var<uniform> P: Params;
+${heads ? "@group(0) @binding(4) var<storage, read_write> gh: array<vec4<f32>>;" : ""}
 @compute @workgroup_size(${wg})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let r = gid.x + gid.y * nwg.x * ${wg}u;
@@ -54,10 +58,14 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let bh = r / P.n;
   let base = ((bh / ${H}u * P.n + n) * ${H}u + bh % ${H}u) * ${d4}u;
   var acc = 0.0;
-  for (var i = 0u; i < P.d4; i++) { acc += dot(go[base + i], o[base + i]); }
+  for (var i = 0u; i < P.d4; i++) {
+    let g = go[base + i];
+    acc += dot(g, o[base + i]);
+    ${heads ? "gh[r * P.d4 + i] = g;" : ""}
+  }
   delta[r] = acc;
 }`;
-  return { name: `attn_delta_h${H}_d${d}_w${wg}`, code };
+  return { name: `attn_delta_h${H}_d${d}_w${wg}${heads ? "_g" : ""}`, code };
 }
 
 /** Bindings shared by the two flash backward kernels (the outputs follow). */

@@ -91,32 +91,30 @@ function geometry(qkv: Tensor, theta: Tensor, coords: Tensor, heads: number): Ge
   return { batch, tokens, dims: { heads, headDim, axes }, width };
 }
 
-/** Q̃, K̂ (B·H, N, d) and the reciprocal RMS of q and k (B·H, N, 2). */
-function prep(qkv: Tensor, theta: Tensor, coords: Tensor, g: Geometry, eps: number) {
+/** Q̃, K̂ (B·H, N, d), the reciprocal RMS of q and k (B·H, N, 2), and with `values` V as (B·H, N, d). */
+function prep(qkv: Tensor, theta: Tensor, coords: Tensor, g: Geometry, eps: number, values = false) {
   const { batch: B, tokens: N, dims } = g;
   const H = dims.heads, d = dims.headDim;
   const qt = Tensor.empty([B * H, N, d]), kt = Tensor.empty([B * H, N, d]), rs = Tensor.empty([B * H, N, 2]);
+  const vt = values ? Tensor.empty([B * H, N, d]) : null;
   const rows = B * N * H, wg = 64;
   const params = uniformBuffer(paramsWords(N, 1, rows, d));
   dispatch(
-    attnPrepKernel(dims, eps, wg),
-    [qkv.buffer, coords.buffer, theta.buffer, qt.buffer, kt.buffer, rs.buffer, params],
+    attnPrepKernel(dims, eps, wg, values),
+    [
+      qkv.buffer,
+      coords.buffer,
+      theta.buffer,
+      qt.buffer,
+      kt.buffer,
+      rs.buffer,
+      params,
+      ...(vt ? [vt.buffer] : []),
+    ],
     grid1d(rows, wg),
   );
   releaseBuffer(params);
-  return { qt, kt, rs };
-}
-
-/** V of every head as (B·H, N, d) from the packed qkv (B, N, 3, H, d). */
-function valueHeads(qkv: Tensor, g: Geometry): Tensor {
-  const { batch: B, tokens: N, dims: { heads: H, headDim: d } } = g;
-  return regather(qkv, [B, N, 3, H, d], [0, 3, 1, 2, 4], [0, 0, 0, 2, 0], [B, H, N, 1, d], [B * H, N, d]);
-}
-
-/** (B, N, H·d) → (B·H, N, d). */
-function splitHeads(y: Tensor, g: Geometry): Tensor {
-  const { batch: B, tokens: N, dims: { heads: H, headDim: d } } = g;
-  return regather(y, [B, N, H, d], [0, 2, 1, 3], [0, 0, 0, 0], [B, H, N, d], [B * H, N, d]);
+  return { qt, kt, rs, vt };
 }
 
 /** (B·H, N, d) → (B, N, H·d). */
@@ -152,15 +150,14 @@ export function attention(qkv: Tensor, theta: Tensor, coords: Tensor, opts: Atte
   const { batch: B, tokens: N, dims } = g;
   const H = dims.heads, d = dims.headDim;
   const impl = opts.impl ?? (opts.tiles ? "flash" : attentionImpl(N));
-  const { qt, kt, rs } = prep(qkv, theta, coords, g, eps);
+  const { qt, kt, rs, vt } = prep(qkv, theta, coords, g, eps, impl === "dense");
   rs.dispose();
   const lse = Tensor.empty([B * H, N]);
   let out: Tensor;
-  if (impl === "dense") {
-    const v = valueHeads(qkv, g);
-    const o = denseForward(qt, kt, v, lse);
+  if (vt) {
+    const o = denseForward(qt, kt, vt, lse);
     out = mergeHeads(o, g);
-    v.dispose();
+    vt.dispose();
     o.dispose();
   } else {
     const tile = checkedTile(opts.tiles?.fwd, d, "fwd");
@@ -197,17 +194,21 @@ function attentionBackward(
 ): { dqkv: Tensor; dtheta: Tensor | null } {
   const { batch: B, tokens: N, dims, width: D } = g;
   const H = dims.heads, d = dims.headDim, A = dims.axes;
-  const { qt, kt, rs } = prep(qkv, theta, coords, g, eps);
+  const { qt, kt, rs, vt } = prep(qkv, theta, coords, g, eps, impl === "dense");
   const rows = B * H * N;
   // Δ_i = Σ dO∘O per (b, h, n).
   const delta = Tensor.empty([B * H, N]);
+  const go = vt ? Tensor.empty([B * H, N, d]) : null; // dO split into heads for the dense path
   const p1 = uniformBuffer(paramsWords(N, 1, rows, d));
-  dispatch(attnDeltaKernel(dims), [gOut.buffer, out.buffer, delta.buffer, p1], grid1d(rows, 64));
+  dispatch(
+    attnDeltaKernel(dims, 64, !!go),
+    [gOut.buffer, out.buffer, delta.buffer, p1, ...(go ? [go.buffer] : [])],
+    grid1d(rows, 64),
+  );
   let dq: Tensor, dk: Tensor, dv: Tensor;
-  if (impl === "dense") {
-    const v = valueHeads(qkv, g), go = splitHeads(gOut, g);
-    ({ dq, dk, dv } = denseBackward(qt, kt, v, go, lse, delta));
-    v.dispose();
+  if (vt && go) {
+    ({ dq, dk, dv } = denseBackward(qt, kt, vt, go, lse, delta));
+    vt.dispose();
     go.dispose();
   } else {
     const tile = checkedTile(tileOverride, d, "bwd");
