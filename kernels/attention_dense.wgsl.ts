@@ -56,28 +56,28 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }
 
 /**
- * Backward scores in place: P = exp2(S − LSE) overwrites S, dS = P∘(dP − Δ) overwrites dP. Elementwise with
- * per-row scalars, one invocation per element (vec4 when the row length allows).
+ * Backward scores in place: P = exp2(S − LSE) overwrites S, dS = P∘(dP − Δ) overwrites dP; with `saved`, S
+ * already holds the forward's P (no LSE binding). Elementwise with per-row scalars, one invocation per element
+ * (vec4 when the row length allows).
  */
-function buildDenseScoresBwdKernel(n: number): Kernel {
+function buildDenseScoresBwdKernel(n: number, saved = false): Kernel {
   const u = unit(n), W = DENSE_WG;
   const code = `${DENSE_PARAMS}
 @group(0) @binding(0) var<storage, read_write> s: array<${u.ty}>;
 @group(0) @binding(1) var<storage, read_write> dp: array<${u.ty}>;
-@group(0) @binding(2) var<storage, read> lse: array<f32>;
-@group(0) @binding(3) var<storage, read> delta: array<f32>;
-@group(0) @binding(4) var<uniform> P: Params;
+${saved ? "" : "@group(0) @binding(2) var<storage, read> lse: array<f32>;"}
+@group(0) @binding(${saved ? 2 : 3}) var<storage, read> delta: array<f32>;
+@group(0) @binding(${saved ? 3 : 4}) var<uniform> P: Params;
 @compute @workgroup_size(${W})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let e = gid.x + gid.y * nwg.x * ${W}u;
   let len = ${u.per};
   if (e >= P.rows * len) { return; }
   let row = P.row0 + e / len;
-  let p = exp2(s[e] - lse[row]);
-  s[e] = p;
+  ${saved ? "let p = s[e];" : "let p = exp2(s[e] - lse[row]);\n  s[e] = p;"}
   dp[e] = p * (dp[e] - delta[row]);
 }`;
-  return { name: `attn_dense_scores_bwd_${u.v ? "v4" : "s"}_w${W}`, code };
+  return { name: `attn_dense_scores_bwd_${u.v ? "v4" : "s"}${saved ? "_saved" : ""}_w${W}`, code };
 }
 
 export function denseParams(n: number, rows: number, row0: number): Uint32Array {

@@ -154,8 +154,10 @@ export function attention(qkv: Tensor, theta: Tensor, coords: Tensor, opts: Atte
   rs.dispose();
   const lse = Tensor.empty([B * H, N]);
   let out: Tensor;
+  let saved: Tensor | null = null; // the dense path's P, kept for the backward where it is small
   if (vt) {
-    const o = denseForward(qt, kt, vt, lse);
+    const { out: o, p } = denseForward(qt, kt, vt, lse, true);
+    saved = p;
     out = mergeHeads(o, g);
     vt.dispose();
     o.dispose();
@@ -174,10 +176,13 @@ export function attention(qkv: Tensor, theta: Tensor, coords: Tensor, opts: Atte
   kt.dispose();
   // Reverse mode only: MMPS (method §8) differentiates the denoiser by VJPs; forward mode is needed through the
   // decoder alone, which does not use this op. A tangent reaching it fails, naming the op.
-  return record(out, "attention", [qkv, theta], (gOut) => {
-    const grads = attentionBackward(qkv, theta, coords, out, lse, gOut, g, eps, impl, opts.tiles?.bwd);
+  // P lives as long as the other saved tensors (lse, out): until the scope ends, as a pullback may repeat.
+  record(out, "attention", [qkv, theta], (gOut) => {
+    const grads = attentionBackward(qkv, theta, coords, out, lse, gOut, g, eps, impl, opts.tiles?.bwd, saved);
     return [needsGrad(qkv) ? grads.dqkv : (grads.dqkv.dispose(), null), grads.dtheta];
   });
+  if (!out.node) saved?.dispose(); // no tape: nothing will read it
+  return out;
 }
 
 function attentionBackward(
@@ -191,6 +196,7 @@ function attentionBackward(
   eps: number,
   impl: AttentionImpl,
   tileOverride?: AttnTile,
+  saved: Tensor | null = null,
 ): { dqkv: Tensor; dtheta: Tensor | null } {
   const { batch: B, tokens: N, dims, width: D } = g;
   const H = dims.heads, d = dims.headDim, A = dims.axes;
@@ -207,7 +213,7 @@ function attentionBackward(
   );
   let dq: Tensor, dk: Tensor, dv: Tensor;
   if (vt && go) {
-    ({ dq, dk, dv } = denseBackward(qt, kt, vt, go, lse, delta));
+    ({ dq, dk, dv } = denseBackward(qt, kt, vt, go, lse, delta, saved));
     vt.dispose();
     go.dispose();
   } else {

@@ -99,23 +99,53 @@ function rowDispatch(
   releaseBuffer(params);
 }
 
-/** O (B·H, N, d) and LSE (written into `lse`, (B·H, N)) from Q̃, K̂, V (B·H, N, d). */
-export function denseForward(qt: Tensor, kt: Tensor, v: Tensor, lse: Tensor): Tensor {
+/**
+ * Bytes of one layer's probabilities P the forward may keep for its backward (all slices in one chunk): the
+ * backward then skips recomputing S = Q̃·K̂ᵀ and its exp2 (the `default` solver's 32 × 320² scores, 13 MB a
+ * block: ~25% of its attention backward on lavapipe). Larger P (more tokens) is recomputed as before.
+ */
+export const DENSE_SAVE_BUDGET = 16 * 2 ** 20;
+
+let saveBudget = DENSE_SAVE_BUDGET;
+
+/** Override the saved-P budget (tests take both backward paths); `null` restores the default. */
+export function setDenseSaveBudget(bytes: number | null): void {
+  saveBudget = bytes ?? DENSE_SAVE_BUDGET;
+}
+
+/**
+ * O (B·H, N, d) and LSE (written into `lse`, (B·H, N)) from Q̃, K̂, V (B·H, N, d); with `keep`, also P
+ * (B·H, N, N) when it fits DENSE_SAVE_BUDGET in one chunk (else null): the caller owns it.
+ */
+export function denseForward(
+  qt: Tensor,
+  kt: Tensor,
+  v: Tensor,
+  lse: Tensor,
+  keep = false,
+): { out: Tensor; p: Tensor | null } {
   const [slices, n, d] = qt.shape;
   const chunk = denseChunk(slices, n);
+  const save = keep && chunk === slices && slices * n * n * 4 <= saveBudget;
   const out = new Gathered([slices, n, d], chunk === slices);
+  let p: Tensor | null = null;
   for (let g0 = 0; g0 < slices; g0 += chunk) {
     const g = Math.min(chunk, slices - g0);
     const q = slicesOf(qt, g0, g), k = slicesOf(kt, g0, g), vv = slicesOf(v, g0, g);
     const s = matmulRaw(q, k, false, true);
     rowDispatch(denseSoftmaxKernel(d, n), [s.buffer, lse.buffer], n, g * n, g0 * n, true);
     out.put(matmulRaw(s, vv, false, false), g0);
-    for (const t of [q, k, vv, s]) t.dispose();
+    for (const t of [q, k, vv]) t.dispose();
+    if (save) p = s;
+    else s.dispose();
   }
-  return out.get();
+  return { out: out.get(), p };
 }
 
-/** The raw sums dQ', dK', dV (B·H, N, d) from the recomputed scores, dO (B·H, N, d), LSE and Δ (B·H, N). */
+/**
+ * The raw sums dQ', dK', dV (B·H, N, d) from dO (B·H, N, d), LSE and Δ (B·H, N), and either the forward's saved
+ * P (`saved`, all slices) or the scores recomputed from Q̃ and K̂ a chunk at a time.
+ */
 export function denseBackward(
   qt: Tensor,
   kt: Tensor,
@@ -123,9 +153,10 @@ export function denseBackward(
   go: Tensor,
   lse: Tensor,
   delta: Tensor,
+  saved: Tensor | null = null,
 ): { dq: Tensor; dk: Tensor; dv: Tensor } {
   const [slices, n, d] = qt.shape;
-  const chunk = denseChunk(slices, n);
+  const chunk = saved ? slices : denseChunk(slices, n);
   const single = chunk === slices;
   const dq = new Gathered([slices, n, d], single), dk = new Gathered([slices, n, d], single);
   const dv = new Gathered([slices, n, d], single);
@@ -133,11 +164,11 @@ export function denseBackward(
     const g = Math.min(chunk, slices - g0);
     const q = slicesOf(qt, g0, g), k = slicesOf(kt, g0, g), vv = slicesOf(v, g0, g);
     const gc = slicesOf(go, g0, g);
-    const s = matmulRaw(q, k, false, true);
+    const s = saved ? saved.view(saved.shape) : matmulRaw(q, k, false, true);
     const dp = matmulRaw(gc, vv, false, true);
     rowDispatch(
-      denseScoresBwdKernel(n),
-      [s.buffer, dp.buffer, lse.buffer, delta.buffer],
+      denseScoresBwdKernel(n, !!saved),
+      saved ? [s.buffer, dp.buffer, delta.buffer] : [s.buffer, dp.buffer, lse.buffer, delta.buffer],
       n,
       g * n,
       g0 * n,

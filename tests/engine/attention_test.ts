@@ -18,7 +18,7 @@ import {
   type AttnRefShape,
   reference,
 } from "../../engine/ops/attention.ts";
-import { setDenseBudget } from "../../engine/ops/attention_dense.ts";
+import { setDenseBudget, setDenseSaveBudget } from "../../engine/ops/attention_dense.ts";
 import type { AttnTile } from "../../kernels/attention.wgsl.ts";
 
 /** Integer token coordinates, row-major over `grid` (t slowest), or random small integers without a grid. */
@@ -147,6 +147,20 @@ Deno.test("attention: 80 tokens (5×4×4), 2 heads × 32, batch 2: y, d(qkv), d�
     s: { batch: 2, tokens: 80, heads: 2, headDim: 32, axes: 3 },
     grid: [5, 4, 4],
   });
+});
+
+Deno.test("attention: dense with P recomputed in the backward (no saved P), 80 tokens: y, d(qkv), dΘ match float64", async () => {
+  await gpuReady();
+  setDenseSaveBudget(0);
+  try {
+    await checkAgainstReference("dense recomputed P N=80", {
+      s: { batch: 2, tokens: 80, heads: 2, headDim: 32, axes: 3 },
+      grid: [5, 4, 4],
+      impls: ["dense"],
+    });
+  } finally {
+    setDenseSaveBudget(null);
+  }
 });
 
 Deno.test("attention: 320 tokens (RB: 5×16×4), 2 heads × 64: y, d(qkv), dΘ match float64", async () => {
