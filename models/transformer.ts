@@ -191,9 +191,14 @@ export interface BlockContext {
   /** Value residual: the first block's v (B, N, D), mixed in with weight 1 − λ. */
   firstValue?: Tensor;
   lambda?: number;
+  /** Return this block's v (the first block's, under value residuals); else it is not sliced out. */
+  keepValue?: boolean;
 }
 
-/** h (B, N, D), s (B, N, D) the input embedding, m (B, M) the conditioning vector → (h'', v of this block). */
+/**
+ * h (B, N, D), s (B, N, D) the input embedding, m (B, M) the conditioning vector → (h'', v of this block when
+ * value residuals need it, else null).
+ */
 export function blockForward(p: BlockParams, h: Tensor, s: Tensor, m: Tensor | null, ctx: BlockContext) {
   const [B, , D] = h.shape;
   const mod = p.table
@@ -207,8 +212,8 @@ export function blockForward(p: BlockParams, h: Tensor, s: Tensor, m: Tensor | n
   const n = layer_norm(h); // (B, N, D)
   let u = modulate(n, a, b); // (1 + a)·n + b, (B, N, D)
   let qkv = linear(u, p.qkv); // (B, N, 3D)
-  const v = slice(qkv, 2, 2 * D, 3 * D); // (B, N, D)
-  if (ctx.firstValue) {
+  const v = ctx.firstValue || ctx.keepValue ? slice(qkv, 2, 2 * D, 3 * D) : null; // (B, N, D)
+  if (ctx.firstValue && v) {
     const lam = ctx.lambda ?? 0.5;
     qkv = concat([slice(qkv, 2, 0, 2 * D), add(mul(v, lam), mul(ctx.firstValue, 1 - lam))], 2);
   }
@@ -411,6 +416,7 @@ export class Transformer {
         gen: this.gen,
         firstValue: this.cfg.valueResidual ? first : undefined,
         lambda: this.cfg.valueResidualLambda,
+        keepValue: this.cfg.valueResidual && i === 0,
       };
       // Block 0 also hands its v to the others under value residuals: it keeps its activations.
       if (this.checkpointBlocks && o.training && !(i === 0 && this.cfg.valueResidual)) {
@@ -429,7 +435,7 @@ export class Transformer {
       }
       const r = blockForward(p, h, s, m, ctx);
       h = r.h;
-      if (i === 0) first = r.v;
+      if (i === 0) first = r.v ?? undefined;
     }
     const outP = this.lin(`${this.pre.vit}out_proj`);
     const y = reshape(linear(h, outP.weight, outP.bias), [B, ...grid, C]); // (B, L, h, w[, d], C)
