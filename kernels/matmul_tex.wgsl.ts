@@ -22,6 +22,7 @@
  *   batches waste no lanes (`matmulTexLaunch`); the tiles past M or N read whatever follows (the texture
  *   covers `matmulTexTexels`) and are never stored.
  * - With `triB` each tile's k loop covers only op(B)'s triangle at its columns, and the tiles run n-major.
+ * - With `softmaxGrad` the store is P∘(C − Δ) (see the config).
  */
 import { cachedKernel, type Kernel } from "./common.ts";
 import type { MatmulConfig } from "./matmul.wgsl.ts";
@@ -35,6 +36,12 @@ export type MatmulTexConfig = Omit<MatmulConfig, "tile" | "strideA" | "strideB">
   rn: number;
   /** op(B) is triangular with exact zeros off its triangle (`Triangle`): each tile skips their k. */
   triB?: Triangle;
+  /**
+   * Store P∘(C − Δ[row]) instead of C: the softmax gradient of the dense attention's scores (dS from dP), with
+   * P in C's layout and Δ one value per output row over all batches bound after C (binding 3, 4; no bias,
+   * N % 4 = 0). Saves a pass that reads C and P and writes C again.
+   */
+  softmaxGrad?: boolean;
 };
 
 /**
@@ -122,6 +129,9 @@ export function matmulTexTexels(c: MatmulTexConfig): { a: number; b: number } {
 function buildMatmulTexKernel(c: MatmulTexConfig): Kernel {
   const { rm, rn, m: M, n: N, k: K } = c;
   if (!matmulTexAligned(c)) throw new Error(`matmul_tex: ${JSON.stringify(c)} reads unaligned quads`);
+  if (c.softmaxGrad && (c.bias || N % 4 !== 0)) {
+    throw new Error("matmul_tex: softmaxGrad needs N % 4 = 0, no bias");
+  }
   const rn4 = rn / 4, rm4 = rm / 4, K4 = K / 4;
   const [mTiles, nTiles] = tiles(c);
   const launch = matmulTexLaunch(c), total = c.batch * mTiles * nTiles;
@@ -177,8 +187,13 @@ function buildMatmulTexKernel(c: MatmulTexConfig): Kernel {
     for (let j4 = 0; j4 < rn4; j4++) {
       accs.push(`var c${i}_${j4} = vec4f(0.0);`);
       if (vec) {
-        const v = c.bias ? `c${i}_${j4} + bias[n0 / 4u + ${j4}u]` : `c${i}_${j4}`;
-        const at = `o[(ob + (m0 + ${i}u) * ${N}u + n0) / 4u + ${j4}u]`;
+        const idx = `(ob + (m0 + ${i}u) * ${N}u + n0) / 4u + ${j4}u`;
+        const v = c.bias
+          ? `c${i}_${j4} + bias[n0 / 4u + ${j4}u]`
+          : c.softmaxGrad
+          ? `pm[${idx}] * (c${i}_${j4} - rowv[z * ${M}u + m0 + ${i}u])`
+          : `c${i}_${j4}`;
+        const at = `o[${idx}]`;
         full.push(`${at} = ${v};`);
         edge.push(`if (m0 + ${i}u < ${M}u && n0 + ${4 * j4}u < ${N}u) { ${at} = ${v}; }`);
         continue;
@@ -205,6 +220,12 @@ function buildMatmulTexKernel(c: MatmulTexConfig): Kernel {
 @group(0) @binding(1) var tb: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read_write> o: array<${elem}>;
 ${c.bias ? `@group(0) @binding(3) var<storage, read> bias: array<${elem}>;` : ""}
+${
+    c.softmaxGrad
+      ? `@group(0) @binding(3) var<storage, read> pm: array<vec4f>;
+@group(0) @binding(4) var<storage, read> rowv: array<f32>;`
+      : ""
+  }
 ${texelLoaders("ta", "tb")}
 
 @compute @workgroup_size(${launch.wg})
@@ -235,7 +256,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   const bc = `${c.broadcastA ? "a" : ""}${c.broadcastB ? "b" : ""}`;
   const name = `matmul_tex_${layout}_${c.batch}x${M}x${K}x${N}_t${rm}x${rn}${bc ? `_bc${bc}` : ""}${
     c.bias ? "_bias" : ""
-  }${c.triB ? `_tri${c.triB[0].toUpperCase()}` : ""}`;
+  }${c.triB ? `_tri${c.triB[0].toUpperCase()}` : ""}${c.softmaxGrad ? "_dsoftmax" : ""}`;
   return { name, code };
 }
 

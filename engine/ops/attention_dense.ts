@@ -22,7 +22,7 @@ import {
 import { gpu } from "../device.ts";
 import { copyBuffer, dispatch, grid1d, type Kernel, releaseBuffer, uniformBuffer } from "../runtime.ts";
 import { Tensor } from "../tensor.ts";
-import { matmulRaw } from "./matmul.ts";
+import { matmulRaw, matmulSoftmaxGrad } from "./matmul.ts";
 
 /** Bytes one chunk's score buffer may take (two of them live in the backward). */
 export const DENSE_BUDGET = 64 * 2 ** 20;
@@ -165,15 +165,20 @@ export function denseBackward(
     const q = slicesOf(qt, g0, g), k = slicesOf(kt, g0, g), vv = slicesOf(v, g0, g);
     const gc = slicesOf(go, g0, g);
     const s = saved ? saved.view(saved.shape) : matmulRaw(q, k, false, true);
-    const dp = matmulRaw(gc, vv, false, true);
-    rowDispatch(
-      denseScoresBwdKernel(n, !!saved),
-      saved ? [s.buffer, dp.buffer, delta.buffer] : [s.buffer, dp.buffer, lse.buffer, delta.buffer],
-      n,
-      g * n,
-      g0 * n,
-      false,
-    );
+    // dS = P∘(dP − Δ): in the product's store where the texture path takes it (saved P: all slices, so the
+    // rows of dP are Δ's), else the product and a row pass.
+    let dp = saved ? matmulSoftmaxGrad(gc, vv, false, true, s, delta) : null;
+    if (!dp) {
+      dp = matmulRaw(gc, vv, false, true);
+      rowDispatch(
+        denseScoresBwdKernel(n, !!saved),
+        saved ? [s.buffer, dp.buffer, delta.buffer] : [s.buffer, dp.buffer, lse.buffer, delta.buffer],
+        n,
+        g * n,
+        g0 * n,
+        false,
+      );
+    }
     dv.put(matmulRaw(s, gc, true, false), g0);
     dq.put(matmulRaw(dp, k, false, false), g0);
     dk.put(matmulRaw(dp, q, true, false), g0);

@@ -110,18 +110,8 @@ function dims(t: Tensor, trans: boolean): [number, number] {
   return trans ? [c, r] : [r, c];
 }
 
-/**
- * Raw matmul (no autodiff) with an optional bias added per output column. `triB`: op(b) has exact zeros off
- * that triangle (PSGD's factors), which the texture path skips; the storage kernels multiply them (same result).
- */
-export function matmulRaw(
-  a: Tensor,
-  b: Tensor,
-  transA: boolean,
-  transB: boolean,
-  bias?: Tensor,
-  triB?: Triangle,
-): Tensor {
+/** The problem and output shape of op(a)·op(b), with the checks every matmul makes. */
+function problemOf(a: Tensor, b: Tensor, transA: boolean, transB: boolean, bias: boolean) {
   if (a.ndim < 2 || b.ndim < 2) {
     throw new Error(`matmul needs ≥2-d operands, got ${shapeStr(a.shape)} and ${shapeStr(b.shape)}`);
   }
@@ -141,7 +131,6 @@ export function matmulRaw(
   if ((nA !== batch && nA !== 1) || (nB !== batch && nB !== 1)) {
     throw new Error(`matmul: batch dims ${shapeStr(batchA)} and ${shapeStr(batchB)} need expanding first`);
   }
-  const out = Tensor.empty([...batchShape, m, n]);
   const problem: MatmulProblem = {
     batch,
     m,
@@ -151,14 +140,52 @@ export function matmulRaw(
     transB,
     strideA: nA === 1 ? 0 : m * ka,
     strideB: nB === 1 ? 0 : ka * n,
-    bias: !!bias,
+    bias,
   };
+  return { problem, outShape: [...batchShape, m, n] };
+}
+
+/**
+ * Raw matmul (no autodiff) with an optional bias added per output column. `triB`: op(b) has exact zeros off
+ * that triangle (PSGD's factors), which the texture path skips; the storage kernels multiply them (same result).
+ */
+export function matmulRaw(
+  a: Tensor,
+  b: Tensor,
+  transA: boolean,
+  transB: boolean,
+  bias?: Tensor,
+  triB?: Triangle,
+): Tensor {
+  const { problem, outShape } = problemOf(a, b, transA, transB, !!bias);
+  const out = Tensor.empty(outShape);
   // Software adapters read operands from textures where they can (matmul_tex.ts); a forced tile means a test
   // or sweep wants the storage-buffer kernels.
   if (forced || !dispatchMatmulTex(problem, a, b, out, bias, triB)) {
     dispatchMatmul({ ...problem, tile: matmulTile(problem) }, [a, b, out], bias);
   }
   return out;
+}
+
+/**
+ * P∘(op(a)·op(b) − Δ) with Δ one value per output row over all batches, in one texture-path dispatch (the
+ * dense attention's dS from dO·Vᵀ), or null where that path does not apply: the caller then takes the product
+ * and its own row pass.
+ */
+export function matmulSoftmaxGrad(
+  a: Tensor,
+  b: Tensor,
+  transA: boolean,
+  transB: boolean,
+  p: Tensor,
+  delta: Tensor,
+): Tensor | null {
+  const { problem, outShape } = problemOf(a, b, transA, transB, false);
+  if (forced || p.shape.join() !== outShape.join() || delta.size !== problem.batch * problem.m) return null;
+  const out = Tensor.empty(outShape);
+  if (dispatchMatmulTex(problem, a, b, out, undefined, undefined, { p, delta })) return out;
+  out.dispose();
+  return null;
 }
 
 /**

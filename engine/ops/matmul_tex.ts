@@ -162,7 +162,8 @@ export function matmulTexTile(p: MatmulTexProblem): TexRule | null {
 
 /**
  * Encode op(a)·op(b) (+ bias) into `out` through textures (`triB`: op(b)'s exact zeros off that triangle are
- * skipped); false (nothing encoded) when the path does not apply.
+ * skipped; `softmaxGrad`: store P∘(C − Δ[row]), see kernels/matmul_tex.wgsl.ts); false (nothing encoded) when
+ * the path does not apply.
  */
 export function dispatchMatmulTex(
   p: MatmulTexProblem,
@@ -171,9 +172,11 @@ export function dispatchMatmulTex(
   out: Tensor,
   bias?: Tensor,
   triB?: Triangle,
+  softmaxGrad?: { p: Tensor; delta: Tensor },
 ): boolean {
   const rule = matmulTexTile(p);
   if (!rule || out.byteSize > gpu().limits.maxStorageBufferBindingSize) return false;
+  if (softmaxGrad && (p.n % 4 !== 0 || bias)) return false;
   const c: MatmulTexConfig = {
     ...p,
     broadcastA: p.strideA === 0,
@@ -182,12 +185,14 @@ export function dispatchMatmulTex(
     rm: rule.rm,
     rn: rule.rn,
     triB,
+    ...(softmaxGrad ? { softmaxGrad: true } : {}),
   };
   const texels = matmulTexTexels(c);
   const ra = texRows(texels.a), rb = texRows(texels.b);
   if (ra === null || rb === null) return false;
   const bindings: Binding[] = [upload(a, "a", ra), upload(b, "b", rb), out.buffer];
   if (bias) bindings.push(bias.buffer);
+  if (softmaxGrad) bindings.push(softmaxGrad.p.buffer, softmaxGrad.delta.buffer);
   dispatch(matmulTexKernel(c), bindings, matmulTexGrid(c));
   return true;
 }
