@@ -150,8 +150,8 @@ export function attention(qkv: Tensor, theta: Tensor, coords: Tensor, opts: Atte
   const { batch: B, tokens: N, dims } = g;
   const H = dims.heads, d = dims.headDim;
   const impl = opts.impl ?? (opts.tiles ? "flash" : attentionImpl(N));
-  const { qt, kt, rs, vt } = prep(qkv, theta, coords, g, eps, impl === "dense");
-  rs.dispose();
+  const pre = prep(qkv, theta, coords, g, eps, impl === "dense");
+  const { qt, kt, vt } = pre;
   const lse = Tensor.empty([B * H, N]);
   let out: Tensor;
   let saved: Tensor | null = null; // the dense path's P, kept for the backward where it is small
@@ -159,7 +159,6 @@ export function attention(qkv: Tensor, theta: Tensor, coords: Tensor, opts: Atte
     const { out: o, p } = denseForward(qt, kt, vt, lse, true);
     saved = p;
     out = mergeHeads(o, g);
-    vt.dispose();
     o.dispose();
   } else {
     const tile = checkedTile(opts.tiles?.fwd, d, "fwd");
@@ -172,35 +171,33 @@ export function attention(qkv: Tensor, theta: Tensor, coords: Tensor, opts: Atte
     );
     releaseBuffer(params);
   }
-  qt.dispose();
-  kt.dispose();
   // Reverse mode only: MMPS (method §8) differentiates the denoiser by VJPs; forward mode is needed through the
   // decoder alone, which does not use this op. A tangent reaching it fails, naming the op.
-  // P lives as long as the other saved tensors (lse, out): until the scope ends, as a pullback may repeat.
+  // The backward reads the forward's Q̃, K̂, V, RMS values and P (no second prep pass, 4 MB a `default` block);
+  // they live as long as the other saved tensors (lse, out): until the scope ends, as a pullback may repeat.
   record(out, "attention", [qkv, theta], (gOut) => {
-    const grads = attentionBackward(qkv, theta, coords, out, lse, gOut, g, eps, impl, opts.tiles?.bwd, saved);
+    const grads = attentionBackward(qkv, coords, theta, out, lse, gOut, g, opts.tiles?.bwd, pre, saved);
     return [needsGrad(qkv) ? grads.dqkv : (grads.dqkv.dispose(), null), grads.dtheta];
   });
-  if (!out.node) saved?.dispose(); // no tape: nothing will read it
+  if (!out.node) { for (const t of [qt, kt, pre.rs, vt, saved]) t?.dispose(); // no tape: nothing reads them
+   }
   return out;
 }
 
 function attentionBackward(
   qkv: Tensor,
-  theta: Tensor,
   coords: Tensor,
+  theta: Tensor,
   out: Tensor,
   lse: Tensor,
   gOut: Tensor,
   g: Geometry,
-  eps: number,
-  impl: AttentionImpl,
-  tileOverride?: AttnTile,
-  saved: Tensor | null = null,
+  tileOverride: AttnTile | undefined,
+  { qt, kt, rs, vt }: ReturnType<typeof prep>,
+  saved: Tensor | null,
 ): { dqkv: Tensor; dtheta: Tensor | null } {
   const { batch: B, tokens: N, dims, width: D } = g;
   const H = dims.heads, d = dims.headDim, A = dims.axes;
-  const { qt, kt, rs, vt } = prep(qkv, theta, coords, g, eps, impl === "dense");
   const rows = B * H * N;
   // Δ_i = Σ dO∘O per (b, h, n).
   const delta = Tensor.empty([B * H, N]);
@@ -214,7 +211,6 @@ function attentionBackward(
   let dq: Tensor, dk: Tensor, dv: Tensor;
   if (vt && go) {
     ({ dq, dk, dv } = denseBackward(qt, kt, vt, go, lse, delta, saved));
-    vt.dispose();
     go.dispose();
   } else {
     const tile = checkedTile(tileOverride, d, "bwd");
@@ -263,7 +259,7 @@ function attentionBackward(
     releaseBuffer(p4);
   }
   for (const p of [p1, p3]) releaseBuffer(p);
-  for (const t of [qt, kt, rs, delta, dq, dk, dv, dphi]) t.dispose();
+  for (const t of [delta, dq, dk, dv, dphi]) t.dispose();
   return { dqkv, dtheta };
 }
 
