@@ -5,7 +5,7 @@ export { numel, scope, type Shape, Tensor } from "./tensor.ts";
 export { backward, checkpoint, detach, isGradEnabled, type JvpRule, noGrad, zeroGrad } from "./autograd.ts";
 export { type Fn, jvp, type Pullback, TAPE_OPS, type TapeOp, vjp, vjpFn } from "./jvp.ts";
 export * from "./ops/index.ts";
-export { dropout, Generator } from "./random.ts";
+export { dropout, Generator, silu_dropout } from "./random.ts";
 export { Adam, type AdamOptions, type StepOptions } from "./optim/adam.ts";
 export type { Optimizer } from "./optim/optimizer.ts";
 export { cosineLr, gradNorm } from "./optim/clip.ts";

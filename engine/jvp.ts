@@ -142,6 +142,7 @@ export const TAPE_OPS = {
     "denoiser's VJP, forward mode only through the decoder)",
   dropout:
     "none in training mode (engine/random.ts); in eval mode dropout is the identity and records nothing",
+  silu_dropout: "none in training mode, as dropout; in eval mode it is silu (and records silu)",
 } as const;
 
 export type TapeOp = keyof typeof TAPE_OPS;

@@ -15,7 +15,6 @@ import {
   checkpoint,
   concat,
   cos,
-  dropout,
   gate,
   Generator,
   layer_norm,
@@ -26,6 +25,7 @@ import {
   permute,
   reshape,
   silu,
+  silu_dropout,
   sin,
   slice,
   Tensor,
@@ -220,7 +220,7 @@ export function blockForward(p: BlockParams, h: Tensor, s: Tensor, m: Tensor | n
   const y = linear(attention(qkv, p.theta, ctx.coords, { heads: ctx.heads }), p.yProj.weight, p.yProj.bias);
   u = add(u, y); // attention residual inside the branch
   const f = linear(
-    dropout(silu(linear(u, p.ffn0.weight, p.ffn0.bias)), ctx.dropout, ctx.training, ctx.gen),
+    silu_dropout(linear(u, p.ffn0.weight, p.ffn0.bias), ctx.dropout, ctx.training, ctx.gen), // dropout(silu(·))
     p.ffn3.weight,
     p.ffn3.bias,
   ); // (B, N, D)

@@ -1,12 +1,12 @@
 /**
  * Philox RNG and dropout: GPU draws are bit-identical to the CPU Philox-4x32-10 reference, the same seed gives
  * the same tensor and a new draw a new one, the moments are right, and dropout keeps 1−p of the values scaled by
- * 1/(1−p) with a gradient that uses the same mask.
+ * 1/(1−p) with a gradient that uses the same mask; the fused silu_dropout gives dropout(silu(x)) with the same draw.
  */
 import assert from "node:assert/strict";
 import * as E from "../../engine/index.ts";
 import { philoxCpu, uniformCpu } from "../../engine/random.ts";
-import { gpuReady } from "../helpers.ts";
+import { assertClose, checkOp, gpuReady, randArray } from "../helpers.ts";
 
 Deno.test("random: Philox-4x32-10 matches the Random123 known-answer vector", () => {
   // Random123 kat_vectors: philox4x32 10 rounds, counter 0, key 0.
@@ -60,4 +60,44 @@ Deno.test("random: dropout keeps ~(1-p), scales by 1/(1-p), backward uses the sa
   assert.ok(Math.abs(kept / n - (1 - p)) < 0.02, `kept fraction ${kept / n}`);
   assert.equal(E.dropout(x, p, false, new E.Generator(3)), x, "eval mode is the identity");
   for (const t of [x.grad!, x, y]) t.dispose();
+});
+
+Deno.test("random: silu_dropout is dropout(silu(x)) with the same draw; values and gradient match float64", async () => {
+  await gpuReady();
+  const n = 1030, p = 0.3, seed = 11;
+  const x = randArray(n, 5, -4, 4);
+  const u = uniformCpu(seed, 0, n); // the generator's first draw
+  const sig = (v: number) => 1 / (1 + Math.exp(-v));
+  const r = await checkOp({
+    label: "silu_dropout",
+    inputs: [{ data: x, shape: [n] }],
+    fn: ([t]) => E.silu_dropout(t, p, true, new E.Generator(seed)),
+    ref: ([t]) => t.map((v, i) => (u[i] >= p ? (v * sig(v)) / (1 - p) : 0)),
+    fwdTol: { atol: 1e-6, rtol: 1e-6 },
+    gradTol: { atol: 1e-4, rtol: 1e-4 },
+    h: 1e-3,
+  });
+  console.log(
+    `silu_dropout: max error forward ${r.fwd.toExponential(2)}, gradient ${r.grad.toExponential(2)}`,
+  );
+  // The same numbers as the two ops composed, forward and backward.
+  const t = E.Tensor.fromData(Float32Array.from(x), [n], { requiresGrad: true, persistent: true });
+  const run = async (f: (t: E.Tensor) => E.Tensor) => {
+    const y = E.scope(() => {
+      const y = f(t);
+      E.backward(E.sum(E.mul(y, E.Tensor.fromData(Float32Array.from(u), [n]))));
+      return y.keep();
+    });
+    const out = [await y.read(), await t.grad!.read()];
+    y.dispose();
+    E.zeroGrad([t]);
+    return out;
+  };
+  const [yf, gf] = await run((t) => E.silu_dropout(t, p, true, new E.Generator(seed)));
+  const [yc, gc] = await run((t) => E.dropout(E.silu(t), p, true, new E.Generator(seed)));
+  assertClose("silu_dropout vs composed", yf, yc, { atol: 1e-7, rtol: 1e-6 });
+  assertClose("silu_dropout grad vs composed", gf, gc, { atol: 1e-7, rtol: 1e-6 });
+  const ev = E.silu_dropout(t, p, false, new E.Generator(seed));
+  assertClose("eval mode is silu", await ev.read(), await E.silu(t).read(), { atol: 0, rtol: 0 });
+  t.dispose();
 });
