@@ -331,6 +331,17 @@ export async function sync(): Promise<void> {
   checkGpuErrors();
 }
 
+/**
+ * Consecutive runs of `items` that fit one dispatch's storage bindings: `per` bindings an item beside
+ * `reserved` others, within the device's maxStorageBuffersPerShaderStage (the multi-tensor kernels).
+ */
+export function bindingGroups<T>(items: readonly T[], per: number, reserved: number): T[][] {
+  const size = Math.max(1, Math.floor((gpu().limits.maxStorageBuffersPerShaderStage - reserved) / per));
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
 /** Workgroup grid for `n` invocations of `wg` threads: 2-D when more than 65535 groups are needed. */
 export function grid1d(n: number, wg: number): [number, number] {
   const groups = Math.ceil(n / wg);

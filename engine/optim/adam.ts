@@ -5,6 +5,7 @@
  */
 import { adamAdvanceKernel, adamUpdateKernel, adamUpdateWorkgroups } from "../../kernels/adam.wgsl.ts";
 import {
+  bindingGroups,
   copyBuffer,
   dispatch,
   flush,
@@ -14,7 +15,6 @@ import {
   writeBuffer,
 } from "../runtime.ts";
 import { Tensor } from "../tensor.ts";
-import { bindingGroups } from "./clip.ts";
 import type { Optimizer, StepOptions } from "./optimizer.ts";
 
 export type { StepOptions };
@@ -69,20 +69,13 @@ export class Adam implements Optimizer {
     dispatch(adamAdvanceKernel(), [this.counters.buffer, gn.buffer], [1]);
     // Several tensors a dispatch (4 storage bindings each beside the counters and the norm).
     const live = this.params.flatMap((p, i) => (p.grad ? [i] : []));
+    const state = (
+      i: number,
+    ) => [this.params[i].buffer, this.params[i].grad!.buffer, this.m[i].buffer, this.v[i].buffer];
     for (const group of bindingGroups(live, 4, 2)) {
       const sizes = group.map((i) => this.params[i].size);
-      dispatch(
-        adamUpdateKernel(sizes),
-        [
-          this.counters.buffer,
-          gn.buffer,
-          hyper,
-          ...group.flatMap((
-            i,
-          ) => [this.params[i].buffer, this.params[i].grad!.buffer, this.m[i].buffer, this.v[i].buffer]),
-        ],
-        grid1d(adamUpdateWorkgroups(sizes), 1),
-      );
+      const bindings = [this.counters.buffer, gn.buffer, hyper, ...group.flatMap(state)];
+      dispatch(adamUpdateKernel(sizes), bindings, grid1d(adamUpdateWorkgroups(sizes), 1));
     }
     releaseBuffer(hyper);
   }

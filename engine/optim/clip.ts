@@ -3,20 +3,8 @@
  * optimizers, and the cosine learning-rate schedule.
  */
 import { sumSqrtKernel, sumSquaresKernel, sumSquaresPartials } from "../../kernels/reduce.wgsl.ts";
-import { gpu } from "../device.ts";
-import { dispatch, grid1d } from "../runtime.ts";
+import { bindingGroups, dispatch, grid1d } from "../runtime.ts";
 import { Tensor } from "../tensor.ts";
-
-/**
- * Consecutive runs of `items` that fit one dispatch's storage bindings: `per` bindings an item beside
- * `reserved` others, within the device's maxStorageBuffersPerShaderStage (the multi-tensor kernels).
- */
-export function bindingGroups<T>(items: readonly T[], per: number, reserved: number): T[][] {
-  const size = Math.max(1, Math.floor((gpu().limits.maxStorageBuffersPerShaderStage - reserved) / per));
-  const out: T[][] = [];
-  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
-  return out;
-}
 
 /**
  * ‖(g_1, …, g_n)‖₂ over all parameters that have a gradient, as a [1] tensor (NaN/Inf propagate): one
