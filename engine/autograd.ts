@@ -225,6 +225,12 @@ export function backward(root: Tensor, gradient?: Tensor, opts: BackwardOptions 
     grads.delete(t);
     release(g);
     if (!t.node) {
+      // A gradient this call made that nothing else holds or views becomes the leaf's first .grad as is (a
+      // parameter's is kept beyond the scope), instead of a copy of it (one dispatch a parameter a step).
+      if (!t.grad && !holders.has(g) && g.id >= firstId && !g.persistent && !g.shared) {
+        t.grad = t.persistent ? g.keep() : g;
+        continue;
+      }
       accumulateLeaf(t, g, ops);
       freeIfDone(g);
       continue;
@@ -319,7 +325,16 @@ export function pullback(s: ReverseSession, root: Tensor, cotangent: Tensor, tar
       }
     }
   });
-  return targets.map((x) => result.get(x) ?? ops.zeros(x.shape));
+  // Each gradient is the caller's own: not the cotangent it passed, not one tensor for two targets (an
+  // identity backward such as add's hands its input on).
+  const given = new Set<Tensor>([cotangent]);
+  return targets.map((x) => {
+    const r = result.get(x);
+    if (!r) return ops.zeros(x.shape);
+    const own = given.has(r) ? ops.copy(r, false) : r;
+    given.add(r);
+    return own;
+  });
 }
 
 function accumulateLeaf(t: Tensor, g: Tensor, ops: GradOps) {

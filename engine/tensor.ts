@@ -149,6 +149,11 @@ export class Tensor {
     if (!this.persistentFlag) { for (const sc of scopes) sc.delete(this); }
   }
 
+  /** Whether another tensor views the same storage. */
+  get shared(): boolean {
+    return (this.storage?.refs ?? 0) > 1;
+  }
+
   /** Untrack from scopes: the caller now owns it (it must call dispose). */
   keep(): this {
     for (const sc of scopes) sc.delete(this);

@@ -126,13 +126,13 @@ function binary(op: BinaryOp, a: Operand, b: Operand): Tensor {
   const out = map(ins, expr, op);
   return record(out, op, ins, (g) => {
     const vars = { g, a, b };
+    // An identity gradient ("$g": add's, sub's first) is g itself, not a copy; backward() lets several inputs
+    // hold one tensor.
+    const grad = (expr: string, x: Tensor, name: string) =>
+      sumTo(expr === "$g" ? g : gradMap(expr, vars, name, g.shape), x.shape);
     const grads: (Tensor | null)[] = [];
-    if (typeof a !== "number") {
-      grads.push(def.da ? sumTo(gradMap(def.da, vars, `${op}_da`, g.shape), a.shape) : null);
-    }
-    if (typeof b !== "number") {
-      grads.push(def.db ? sumTo(gradMap(def.db, vars, `${op}_db`, g.shape), b.shape) : null);
-    }
+    if (typeof a !== "number") grads.push(def.da ? grad(def.da, a, `${op}_da`) : null);
+    if (typeof b !== "number") grads.push(def.db ? grad(def.db, b, `${op}_db`) : null);
     return grads;
   }, binaryJvp(op, def, a, b, out.shape));
 }

@@ -1,12 +1,13 @@
 /**
  * Autodiff and memory semantics: shared subexpressions accumulate, leaf gradients accumulate across backward
- * calls until zeroGrad, noGrad records nothing, detach cuts the tape, scopes give temporaries back and keep what
+ * calls until zeroGrad (a leaf takes its first gradient without a copy unless another leaf holds it), noGrad records nothing, detach cuts the tape, scopes give temporaries back and keep what
  * is returned, a backward returning the wrong number of gradients fails naming its op, and linear (torch layout)
  * has the right gradients.
  */
 import assert from "node:assert/strict";
 import * as E from "../../engine/index.ts";
 import { record } from "../../engine/autograd.ts";
+import { vjp } from "../../engine/jvp.ts";
 import { reference } from "../../engine/ops/matmul.ts";
 import { checkOp, gpuReady, randArray } from "../helpers.ts";
 
@@ -25,6 +26,47 @@ Deno.test("autograd: a value used twice gets both contributions; leaf grads accu
   E.zeroGrad([x]);
   assert.equal(x.grad, null);
   x.dispose();
+});
+
+Deno.test("autograd: a leaf's first gradient is the backward's own tensor, never one another leaf also holds", async () => {
+  await gpuReady();
+  const w = E.Tensor.fromData([1, -2, 3, -4], [4], { persistent: true });
+  // add's backward hands one tensor to both leaves: one of them must get a copy, or the second backward's
+  // accumulation into one would change the other (scoped leaves, so nothing else tells them apart).
+  const [gp, gq] = E.scope(() => {
+    const p = E.Tensor.fromData([1, 2, 3, 4], [4], { requiresGrad: true });
+    const q = E.Tensor.fromData([5, 6, 7, 8], [4], { requiresGrad: true });
+    for (let i = 0; i < 2; i++) E.backward(E.sum(E.mul(E.add(p, q), w)));
+    return [E.copy(p.grad!), E.copy(q.grad!)];
+  });
+  assert.deepEqual([...await gp.read()], [2, -4, 6, -8]);
+  assert.deepEqual([...await gq.read()], [2, -4, 6, -8]);
+  for (const t of [gp, gq]) t.dispose();
+  // A parameter takes its first gradient without a copy: the next backward's accumulation costs one dispatch
+  // more than it (an add), where a copy would have cost as much.
+  const p = E.Tensor.parameter([1, 2, 3, 4], [4], "p"), q = E.Tensor.parameter([5, 6, 7, 8], [4], "q");
+  const count = () => {
+    const d0 = E.counters.dispatches;
+    E.scope(() => E.backward(E.sum(E.mul(p, w))));
+    return E.counters.dispatches - d0;
+  };
+  const first = count(), second = count();
+  assert.equal(second, first + 1, `first backward ${first} dispatches, accumulating one ${second}`);
+  assert.deepEqual([...await p.grad!.read()], [2, -4, 6, -8]);
+  E.zeroGrad([p, q]);
+  for (const t of [p, q, w]) t.dispose();
+});
+
+Deno.test("autograd: vjp of x + y hands each input its own gradient, neither the cotangent", async () => {
+  await gpuReady();
+  const x = E.Tensor.fromData([1, 2], [2], { persistent: true }),
+    y = E.Tensor.fromData([3, 4], [2], { persistent: true });
+  const v = E.Tensor.fromData([5, 6], [2], { persistent: true });
+  const { out, grads: [gx, gy] } = vjp(([a, b]) => E.add(a, b), [x, y], v);
+  assert.ok(gx !== gy && gx !== v && gy !== v, "a gradient aliases the cotangent or the other input's");
+  assert.deepEqual([...await gx.read()], [5, 6]);
+  assert.deepEqual([...await gy.read()], [5, 6]);
+  for (const t of [x, y, v, out, gx, gy]) t.dispose();
 });
 
 Deno.test("autograd: noGrad records no tape and detach cuts it", async () => {
