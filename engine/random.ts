@@ -50,8 +50,10 @@ function draw(gen: Generator, kind: "uniform" | "normal", shape: Shape): Tensor 
   const out = Tensor.empty(shape);
   const call = gen.nextCall();
   const [k0, k1] = keyWords(gen.seed);
-  const params = uniformBuffer(new Uint32Array([k0, k1, call >>> 0, Math.floor(call / 2 ** 32) >>> 0]));
-  dispatch(randomKernel(kind, n), [params, out.buffer], grid1d(Math.ceil(n / 4), RNG_WG));
+  const params = uniformBuffer(
+    new Uint32Array([k0, k1, call >>> 0, Math.floor(call / 2 ** 32) >>> 0, n, 0, 0, 0]),
+  );
+  dispatch(randomKernel(kind, n % 4 === 0), [params, out.buffer], grid1d(Math.ceil(n / 4), RNG_WG));
   releaseBuffer(params);
   return out;
 }

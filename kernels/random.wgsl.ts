@@ -1,14 +1,16 @@
 /**
  * Counter-based RNG: Philox-4x32-10 (Salmon et al., SC'11). Invocation i hashes counter (i, call_lo, call_hi, 0)
  * under key (seed_lo, seed_hi) into 4 words; element e takes word e % 4 of invocation e / 4. Seed and call index
- * come from a uniform so one pipeline serves every draw; results are identical across runs and adapters.
+ * come from a uniform, and so does the element count, so two pipelines a kind (quad stores or not) serve every
+ * draw of every size (a pipeline per size cost PSGD's first step 13 pipelines, ~0.1 s); results are identical
+ * across runs and adapters.
  */
 import { cachedKernel, type Kernel, MAIN_BUILTINS } from "./common.ts";
 
 export const RNG_WG = 64;
 
 const PHILOX = `
-struct Params { key: vec2u, ctr: vec2u };
+struct Params { key: vec2u, ctr: vec2u, n: u32, pad0: u32, pad1: u32, pad2: u32 };
 @group(0) @binding(0) var<uniform> params: Params;
 fn mulhilo(a: u32, b: u32) -> vec2u {
   let a0 = a & 0xffffu; let a1 = a >> 16u; let b0 = b & 0xffffu; let b1 = b >> 16u;
@@ -31,7 +33,7 @@ fn to_unit(u: u32) -> f32 { return f32(u >> 8u) * 5.9604644775390625e-8; }
 `;
 
 /** kind "uniform": [0, 1); "normal": standard normal by Box–Muller on word pairs. */
-function buildRandomKernel(kind: "uniform" | "normal", n: number): Kernel {
+function buildRandomKernel(kind: "uniform" | "normal", vec: boolean): Kernel {
   const write = kind === "uniform"
     ? `let v = vec4f(to_unit(w.x), to_unit(w.y), to_unit(w.z), to_unit(w.w));`
     : `let u1 = to_unit(w.x) + 5.9604644775390625e-8; let u2 = to_unit(w.y);
@@ -40,21 +42,20 @@ let r1 = sqrt(-2.0 * log(u1)); let r2 = sqrt(-2.0 * log(u3));
 let v = vec4f(r1 * cos(6.283185307179586 * u2), r1 * sin(6.283185307179586 * u2),
               r2 * cos(6.283185307179586 * u4), r2 * sin(6.283185307179586 * u4));`;
   // One quad store per invocation where n % 4 = 0 (a storage store is a loop over the SIMD lanes on lavapipe).
-  const vec = n % 4 === 0;
   const store = vec
     ? "out[i] = v;"
-    : `for (var l = 0u; l < 4u; l++) { if (i * 4u + l < ${n}u) { out[i * 4u + l] = v[l]; } }`;
+    : `for (var l = 0u; l < 4u; l++) { if (i * 4u + l < params.n) { out[i * 4u + l] = v[l]; } }`;
   const code = `${PHILOX}
 @group(0) @binding(1) var<storage, read_write> out: array<${vec ? "vec4f" : "f32"}>;
 @compute @workgroup_size(${RNG_WG})
 fn main(${MAIN_BUILTINS}) {
 let i = gid.x + gid.y * (nwg.x * ${RNG_WG}u);
-if (i * 4u >= ${n}u) { return; }
+if (i * 4u >= params.n) { return; }
 let w = philox(vec4u(i, params.ctr.x, params.ctr.y, 0u), params.key);
 ${write}
 ${store}
 }`;
-  return { name: `random_${kind}_${n}`, code };
+  return { name: `random_${kind}${vec ? "_v4" : ""}`, code };
 }
 
 // One Kernel object per arguments (kernels/common.ts cachedKernel).
