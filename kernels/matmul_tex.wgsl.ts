@@ -208,6 +208,9 @@ function buildMatmulTexKernel(c: MatmulTexConfig): Kernel {
     }
   }
   const elem = vec ? "vec4f" : "f32";
+  const softmaxGradBindings = c.softmaxGrad
+    ? `\n@group(0) @binding(3) var<storage, read> pm: array<vec4f>;\n@group(0) @binding(4) var<storage, read> rowv: array<f32>;`
+    : "";
   const [k0, k1] = kRange(c);
   // A triangular B gives each column tile its own loop length: lanes of a SIMD group then share n0 (tiles run
   // n-major) so that none waits on a longer neighbour.
@@ -219,13 +222,7 @@ function buildMatmulTexKernel(c: MatmulTexConfig): Kernel {
   const code = `@group(0) @binding(0) var ta: texture_2d<f32>;
 @group(0) @binding(1) var tb: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read_write> o: array<${elem}>;
-${c.bias ? `@group(0) @binding(3) var<storage, read> bias: array<${elem}>;` : ""}
-${
-    c.softmaxGrad
-      ? `@group(0) @binding(3) var<storage, read> pm: array<vec4f>;
-@group(0) @binding(4) var<storage, read> rowv: array<f32>;`
-      : ""
-  }
+${c.bias ? `@group(0) @binding(3) var<storage, read> bias: array<${elem}>;` : ""}${softmaxGradBindings}
 ${texelLoaders("ta", "tb")}
 
 @compute @workgroup_size(${launch.wg})
