@@ -88,10 +88,18 @@ const triStep = (q: string, acc: string, upper: string) =>
  * WGSL summing split-K partials into `e` (of X1) and `t` (of X2) at `src` over `chunks` blocks of `outs`
  * values, in chunk order (the Gram finish and the fused small update share it, and so their bits).
  */
-const partialSums = (chunks: number, outs: number) =>
+/** Σ over the split-K partials of X1 and X2 at `src`; `chunks` is a WGSL u32 expression (baked or uniform). */
+const partialSums = (chunks: string, outs: number) =>
   `var e = 0.0;
   var t = 0.0;
-  for (var k = 0u; k < ${chunks}u; k++) { e += X1[k * ${outs}u + src]; t += X2[k * ${outs}u + src]; }`;
+  for (var k = 0u; k < ${chunks}; k++) { e += X1[k * ${outs}u + src]; t += X2[k * ${outs}u + src]; }`;
+
+/** The uniform words of `psgdSmallUpdateKernel`: split-K chunks, slot, stride (u32) and η (f32). */
+export function psgdSmallParams(chunks: number, slot: number, stride: number, eta: number): Uint32Array {
+  const w = new Uint32Array([chunks, slot, stride, 0]);
+  new Float32Array(w.buffer)[3] = eta;
+  return w;
+}
 
 /** m ← m + w_t·(s·g − m) where the step is live. */
 function buildPsgdMomentumKernel(n: number, copyOut = false): Kernel {
@@ -489,7 +497,7 @@ function buildPsgdGramFinishKernel(
     const eOut = c.diag ? "E[i] = e;" : "E[i] = select(0.0, e, s >= r);";
     body = `${at}
   ${src}
-  ${partialSums(chunks, outs)}
+  ${partialSums(`${chunks}u`, outs)}
   ${eOut}
   S[i] = t;`;
   }
@@ -612,25 +620,25 @@ export const PSGD_FUSED_MAX_D = 16;
  * split-K partials: E = triu(T1 − T2) and S = T1 + T2 (the "partials" finish), ℓ = lb(S) into
  * ell[member·stride + slot], Q ← Q − (η/ℓ)·E·Q in place where the update is live (`psgdTriKernel` "update"), and
  * with `cache` the cache QᵀQ of the new Q where live ("cache"; not when balancing or the stale policy follow). Each sum runs in the separate kernels' order, so the
- * results are theirs bit for bit; the saving is four dispatches (and a copy) per factor.
+ * results are theirs bit for bit; the saving is four dispatches (and a copy) per factor. The split-K count,
+ * η, the slot and the stride come from a uniform (binding 5: `psgdSmallParams`), so one pipeline per (d, cache)
+ * serves every factor of that size (22 pipelines at the `default` AE's first step before, 6 now).
  */
-function buildPsgdSmallUpdateKernel(
-  c: { d: number; chunks: number; eta: number; slot: number; cache: boolean; g?: number; stride?: number },
-): Kernel {
-  const { d, chunks } = c;
-  const g = c.g ?? 1, W = PSGD_WG1, dd = d * d;
+function buildPsgdSmallUpdateKernel(c: { d: number; cache: boolean }): Kernel {
+  const { d } = c;
+  const W = PSGD_WG1, dd = d * d;
   if (d > PSGD_FUSED_MAX_D) throw new Error(`psgdSmallUpdateKernel: d ${d} > ${PSGD_FUSED_MAX_D}`);
   const lb = lbCode(d, (e) => `Sw[${e}]`, (j) => `yw[${j}]`, "");
   return {
-    name: `psgd_small_update_${d}_c${chunks}_s${c.slot}${c.cache ? "_cache" : ""}${
-      members(g, c.stride ?? 1)
-    }`,
+    name: `psgd_small_update_${d}${c.cache ? "_cache" : ""}`,
     code: `@group(0) @binding(0) var<storage, read> X1: array<f32>;
 @group(0) @binding(1) var<storage, read> X2: array<f32>;
 @group(0) @binding(2) var<storage, read_write> Q: array<f32>;
 @group(0) @binding(3) var<storage, read> qctl: array<f32>;
 @group(0) @binding(4) var<storage, read_write> ell: array<f32>;
-${c.cache ? "@group(0) @binding(5) var<storage, read_write> C: array<f32>;" : ""}
+struct SmallParams { chunks: u32, slot: u32, stride: u32, eta: f32 };
+@group(0) @binding(5) var<uniform> P: SmallParams;
+${c.cache ? "@group(0) @binding(6) var<storage, read_write> C: array<f32>;" : ""}
 var<workgroup> arg: array<u32, ${W}>;
 var<workgroup> Sw: array<f32, ${dd}>;
 var<workgroup> Ew: array<f32, ${dd}>;
@@ -639,21 +647,21 @@ var<workgroup> yw: array<f32, ${d}>;
 ${WG1_HEAD}
   let mem = wid.x;
   let qo = mem * ${dd}u;
-  let base = mem * ${chunks * dd}u;
+  let base = mem * P.chunks * ${dd}u;
   for (var li = lid; li < ${dd}u; li += ${W}u) {
     let r = li / ${d}u; let s = li % ${d}u;
     let src = base + min(r, s) * ${d}u + max(r, s);
-    ${partialSums(chunks, dd)}
+    ${partialSums("P.chunks", dd)}
     Ew[li] = select(0.0, e, s >= r);
     Sw[li] = t;
     Qw[li] = Q[qo + li];
   }
   workgroupBarrier();
   ${lb}
-  if (lid == 0u) { ell[mem * ${c.stride ?? 1}u + ${c.slot}u] = lb; }
+  if (lid == 0u) { ell[mem * P.stride + P.slot] = lb; }
   // No early return: the barriers below need the whole workgroup (go is the same for all of it).
   let go = qctl[2u * mem] != 0.0;
-  let c = ${f32(c.eta)} / lb;
+  let c = P.eta / lb;
   // S is dead after lb: the new Q goes there (each entry from one invocation, E and Q only read).
   for (var li = lid; li < ${dd}u; li += ${W}u) {
     let r = li / ${d}u; let s = li % ${d}u;

@@ -13,11 +13,12 @@ import {
   psgdElementwise,
   psgdNoiseKernel,
   psgdNormKernel,
+  psgdSmallParams,
   psgdSmallUpdateKernel,
   psgdUpdateControlKernel,
 } from "../../kernels/psgd.wgsl.ts";
 import { map } from "../ops/elementwise.ts";
-import { copyBuffer, dispatch, grid1d } from "../runtime.ts";
+import { copyBuffer, dispatch, grid1d, releaseBuffer, uniformBuffer } from "../runtime.ts";
 import { Tensor } from "../tensor.ts";
 import { matmulRaw } from "../ops/matmul.ts";
 import {
@@ -168,17 +169,11 @@ export function updateFactors(group: Slot[], c: UpdateContext, balance: boolean,
     const axis = (k - r + K) % K;
     if (c.fuseSmall && f.dense && fusedUpdate(f.d)) {
       const { pe, ps, chunks } = gramPartials(aT, bT, layout, axis, false, g);
-      const kern = psgdSmallUpdateKernel({
-        d: f.d,
-        chunks,
-        eta: c.eta,
-        slot: k,
-        cache: fuseCache,
-        g,
-        stride: K,
-      });
-      const bind = [pe.buffer, ps.buffer, q[k].buffer, qctl.buffer, ell.buffer];
+      const kern = psgdSmallUpdateKernel({ d: f.d, cache: fuseCache });
+      const params = uniformBuffer(psgdSmallParams(chunks, k, K, c.eta));
+      const bind = [pe.buffer, ps.buffer, q[k].buffer, qctl.buffer, ell.buffer, params];
       dispatch(kern, fuseCache ? [...bind, cache[k].buffer] : bind, [g]);
+      releaseBuffer(params);
       if (fuseCache) fused.add(k);
       pe.dispose();
       ps.dispose();
