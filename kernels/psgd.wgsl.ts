@@ -94,10 +94,10 @@ const partialSums = (chunks: string, outs: number) =>
   var t = 0.0;
   for (var k = 0u; k < ${chunks}; k++) { e += X1[k * ${outs}u + src]; t += X2[k * ${outs}u + src]; }`;
 
-/** The uniform words of `psgdSmallUpdateKernel`: split-K chunks, slot, stride (u32) and η (f32). */
-export function psgdSmallParams(chunks: number, slot: number, stride: number, eta: number): Uint32Array {
-  const w = new Uint32Array([chunks, slot, stride, 0]);
-  new Float32Array(w.buffer)[3] = eta;
+/** The uniform words of `psgdSmallUpdateKernel`: slot, stride (u32) and η (f32). */
+export function psgdSmallParams(slot: number, stride: number, eta: number): Uint32Array {
+  const w = new Uint32Array([slot, stride, 0, 0]);
+  new Float32Array(w.buffer)[2] = eta;
   return w;
 }
 
@@ -620,23 +620,25 @@ export const PSGD_FUSED_MAX_D = 16;
  * split-K partials: E = triu(T1 − T2) and S = T1 + T2 (the "partials" finish), ℓ = lb(S) into
  * ell[member·stride + slot], Q ← Q − (η/ℓ)·E·Q in place where the update is live (`psgdTriKernel` "update"), and
  * with `cache` the cache QᵀQ of the new Q where live ("cache"; not when balancing or the stale policy follow). Each sum runs in the separate kernels' order, so the
- * results are theirs bit for bit; the saving is four dispatches (and a copy) per factor. The split-K count,
- * η, the slot and the stride come from a uniform (binding 5: `psgdSmallParams`), so one pipeline per (d, cache)
- * serves every factor of that size (22 pipelines at the `default` AE's first step before, 6 now).
+ * results are theirs bit for bit; the saving is four dispatches (and a copy) per factor. η, the slot and the
+ * stride come from a uniform (binding 5: `psgdSmallParams`), so one pipeline per (d, split-K count, cache)
+ * serves every factor of that size (22 pipelines at the `default` AE's first step before, 11 now). The split-K
+ * count stays baked: read from the uniform as the loop bound, it made this kernel ~7 ms a dispatch on lavapipe
+ * instead of well under 1 (measured 2026-12-04).
  */
-function buildPsgdSmallUpdateKernel(c: { d: number; cache: boolean }): Kernel {
-  const { d } = c;
+function buildPsgdSmallUpdateKernel(c: { d: number; chunks: number; cache: boolean }): Kernel {
+  const { d, chunks } = c;
   const W = PSGD_WG1, dd = d * d;
   if (d > PSGD_FUSED_MAX_D) throw new Error(`psgdSmallUpdateKernel: d ${d} > ${PSGD_FUSED_MAX_D}`);
   const lb = lbCode(d, (e) => `Sw[${e}]`, (j) => `yw[${j}]`, "");
   return {
-    name: `psgd_small_update_${d}${c.cache ? "_cache" : ""}`,
+    name: `psgd_small_update_${d}_c${chunks}${c.cache ? "_cache" : ""}`,
     code: `@group(0) @binding(0) var<storage, read> X1: array<f32>;
 @group(0) @binding(1) var<storage, read> X2: array<f32>;
 @group(0) @binding(2) var<storage, read_write> Q: array<f32>;
 @group(0) @binding(3) var<storage, read> qctl: array<f32>;
 @group(0) @binding(4) var<storage, read_write> ell: array<f32>;
-struct SmallParams { chunks: u32, slot: u32, stride: u32, eta: f32 };
+struct SmallParams { slot: u32, stride: u32, eta: f32, pad: u32 };
 @group(0) @binding(5) var<uniform> P: SmallParams;
 ${c.cache ? "@group(0) @binding(6) var<storage, read_write> C: array<f32>;" : ""}
 var<workgroup> arg: array<u32, ${W}>;
@@ -647,11 +649,11 @@ var<workgroup> yw: array<f32, ${d}>;
 ${WG1_HEAD}
   let mem = wid.x;
   let qo = mem * ${dd}u;
-  let base = mem * P.chunks * ${dd}u;
+  let base = mem * ${chunks * dd}u;
   for (var li = lid; li < ${dd}u; li += ${W}u) {
     let r = li / ${d}u; let s = li % ${d}u;
     let src = base + min(r, s) * ${d}u + max(r, s);
-    ${partialSums("P.chunks", dd)}
+    ${partialSums(`${chunks}u`, dd)}
     Ew[li] = select(0.0, e, s >= r);
     Sw[li] = t;
     Qw[li] = Q[qo + li];

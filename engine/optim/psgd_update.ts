@@ -169,8 +169,8 @@ export function updateFactors(group: Slot[], c: UpdateContext, balance: boolean,
     const axis = (k - r + K) % K;
     if (c.fuseSmall && f.dense && fusedUpdate(f.d)) {
       const { pe, ps, chunks } = gramPartials(aT, bT, layout, axis, false, g);
-      const kern = psgdSmallUpdateKernel({ d: f.d, cache: fuseCache });
-      const params = uniformBuffer(psgdSmallParams(chunks, k, K, c.eta));
+      const kern = psgdSmallUpdateKernel({ d: f.d, chunks, cache: fuseCache });
+      const params = uniformBuffer(psgdSmallParams(k, K, c.eta));
       const bind = [pe.buffer, ps.buffer, q[k].buffer, qctl.buffer, ell.buffer, params];
       dispatch(kern, fuseCache ? [...bind, cache[k].buffer] : bind, [g]);
       releaseBuffer(params);
