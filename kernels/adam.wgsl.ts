@@ -3,7 +3,7 @@
  * step never waits for the host: `adam_advance` bumps t (or the skip count when the global gradient norm is not
  * finite), and `adam_update` reads t and the norm, clips, applies bias-corrected Adam(W), or does nothing.
  */
-import { cachedKernel, type Kernel, MATH_PRELUDE } from "./common.ts";
+import { cachedKernel, type Kernel, MATH_PRELUDE, workgroupBranches } from "./common.ts";
 
 export const ADAM_WG = 256;
 
@@ -24,6 +24,9 @@ fn main() {
   };
 }
 
+/** Workgroups `adamUpdateKernel` gives a tensor of `n` floats (vec4 lanes where n % 4 = 0). */
+const adamWorkgroups = (n: number) => Math.ceil(n / (n % 4 === 0 ? 4 : 1) / ADAM_WG);
+
 /**
  * One Adam(W) step for several tensors in one dispatch: tensor j binds p, g, m, v at 3 + 4j … 6 + 4j and owns
  * workgroups [W_j, W_j+1) (chosen by workgroup id, so the branch is uniform); vec4 where its size is a multiple
@@ -31,22 +34,17 @@ fn main() {
  * its size, and most of a transformer's 58 tensors are biases and norms of 128–512 floats.
  */
 function buildAdamUpdateKernel(sizes: readonly number[]): Kernel {
-  const decls: string[] = [], branches: string[] = [];
-  let w0 = 0;
-  sizes.forEach((n, j) => {
-    const v = n % 4 === 0, t = v ? "vec4<f32>" : "f32", b = 3 + 4 * j;
-    const w1 = w0 + Math.ceil(n / (v ? 4 : 1) / ADAM_WG);
-    decls.push(
-      ["p", "g", "m", "v"].map((x, o) =>
-        `@group(0) @binding(${b + o}) var<storage, ${
-          x === "g" ? "read" : "read_write"
-        }> ${x}${j}: array<${t}>;`
-      ).join("\n"),
-    );
-    // The expressions are torch's order of operations, for f32 and vec4 alike (scalars broadcast).
-    branches.push(`if (g < ${w1}u) {
-    let i = (g - ${w0}u) * ${ADAM_WG}u + lid;
-    if (i < ${v ? n / 4 : n}u) {
+  const decls = sizes.map((n, j) => {
+    const t = n % 4 === 0 ? "vec4<f32>" : "f32", b = 3 + 4 * j;
+    return ["p", "g", "m", "v"].map((x, o) =>
+      `@group(0) @binding(${b + o}) var<storage, ${x === "g" ? "read" : "read_write"}> ${x}${j}: array<${t}>;`
+    ).join("\n");
+  });
+  // The expressions are torch's order of operations, for f32 and vec4 alike (scalars broadcast).
+  const branches = workgroupBranches(sizes.map(adamWorkgroups), (j, w0) => {
+    const n = sizes[j];
+    return `    let i = (g - ${w0}u) * ${ADAM_WG}u + lid;
+    if (i < ${n % 4 === 0 ? n / 4 : n}u) {
       var grad = g${j}[i] * scale;
       var w = p${j}[i];
       if (h.decoupled > 0.5) { w = w * (1.0 - h.lr * h.weight_decay); } else { grad = grad + h.weight_decay * w; }
@@ -55,12 +53,10 @@ function buildAdamUpdateKernel(sizes: readonly number[]): Kernel {
       m${j}[i] = mi;
       v${j}[i] = vi;
       p${j}[i] = w - h.lr * (mi / bc1) / (sqrt(vi / bc2) + h.eps);
-    }
-  }`);
-    w0 = w1;
+    }`;
   });
   return {
-    name: `adam_update_${sizes.length}x${w0}`,
+    name: `adam_update_${sizes.length}x${adamUpdateWorkgroups(sizes)}`,
     code: `${MATH_PRELUDE}
 ${HYPER}
 @group(0) @binding(0) var<storage, read> state: array<f32>;
@@ -77,14 +73,14 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
   let t = state[0];
   let bc1 = 1.0 - pow(h.beta1, t);
   let bc2 = 1.0 - pow(h.beta2, t);
-  ${branches.join(" else ")}
+  ${branches}
 }`,
   };
 }
 
 /** Workgroups `adamUpdateKernel(sizes)` takes. */
 export function adamUpdateWorkgroups(sizes: readonly number[]): number {
-  return sizes.reduce((a, n) => a + Math.ceil(n / (n % 4 === 0 ? 4 : 1) / ADAM_WG), 0);
+  return sizes.reduce((a, n) => a + adamWorkgroups(n), 0);
 }
 
 // One Kernel object per arguments (kernels/common.ts cachedKernel).

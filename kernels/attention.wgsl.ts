@@ -109,8 +109,9 @@ function buildAttnPrepKernel(dims: AttnDims, eps: number, wg = 64, values = fals
 @group(0) @binding(3) var<storage, read_write> qt: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> kt: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> rs: array<f32>;
-@group(0) @binding(6) var<uniform> P: Params;
-${values ? "@group(0) @binding(7) var<storage, read_write> vt: array<vec4<f32>>;" : ""}
+@group(0) @binding(6) var<uniform> P: Params;${
+    values ? "\n@group(0) @binding(7) var<storage, read_write> vt: array<vec4<f32>>;" : ""
+  }
 fn rot(x: vec4<f32>, c: vec2<f32>, s: vec2<f32>) -> vec4<f32> {
   return vec4<f32>(x.x * c.x - x.y * s.x, x.x * s.x + x.y * c.x, x.z * c.y - x.w * s.y, x.z * s.y + x.w * c.y);
 }
@@ -143,8 +144,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
     let c = cos(phi);
     let s = sin(phi);
     qt[ob + i] = rot(qkv[qb + i] * rq, c, s) * ${f32(scale)};
-    kt[ob + i] = rot(qkv[kb + i] * rk, c, s);
-    ${values ? `vt[ob + i] = qkv[kb + ${H * d4}u + i];` : ""}
+    kt[ob + i] = rot(qkv[kb + i] * rk, c, s);${values ? `\n    vt[ob + i] = qkv[kb + ${H * d4}u + i];` : ""}
   }
   let r2 = ((b * ${H}u + h) * n_tok + n) * 2u;
   rs[r2] = rq;

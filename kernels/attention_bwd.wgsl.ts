@@ -48,8 +48,9 @@ function buildAttnDeltaKernel(dims: AttnDims, wg = 64, heads = false): Kernel {
 @group(0) @binding(0) var<storage, read> go: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> o: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> delta: array<f32>;
-@group(0) @binding(3) var<uniform> P: Params;
-${heads ? "@group(0) @binding(4) var<storage, read_write> gh: array<vec4<f32>>;" : ""}
+@group(0) @binding(3) var<uniform> P: Params;${
+    heads ? "\n@group(0) @binding(4) var<storage, read_write> gh: array<vec4<f32>>;" : ""
+  }
 @compute @workgroup_size(${wg})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let r = gid.x + gid.y * nwg.x * ${wg}u;
@@ -58,10 +59,14 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   let bh = r / P.n;
   let base = ((bh / ${H}u * P.n + n) * ${H}u + bh % ${H}u) * ${d4}u;
   var acc = 0.0;
-  for (var i = 0u; i < P.d4; i++) {
+  ${
+    heads
+      ? `for (var i = 0u; i < P.d4; i++) {
     let g = go[base + i];
     acc += dot(g, o[base + i]);
-    ${heads ? "gh[r * P.d4 + i] = g;" : ""}
+    gh[r * P.d4 + i] = g;
+  }`
+      : "for (var i = 0u; i < P.d4; i++) { acc += dot(go[base + i], o[base + i]); }"
   }
   delta[r] = acc;
 }`;

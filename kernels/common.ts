@@ -64,3 +64,21 @@ fn tanh_(x: f32) -> f32 { let e = exp(-2.0 * abs(x)); return sign(x) * (1.0 - e)
 fn sigmoid_(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
 fn isfinite_(x: f32) -> bool { return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u; }
 `;
+
+/**
+ * WGSL choosing, by the flat workgroup index `g`, which of several tensors a workgroup works on: tensor j owns
+ * workgroups [W_j, W_j+1) with W_{j+1} − W_j = counts[j], so the branch is uniform across the workgroup (the
+ * multi-tensor kernels). `body(j, w0)` is tensor j's code, with its first workgroup w0. Workgroups past the
+ * last range take no branch.
+ */
+export function workgroupBranches(
+  counts: readonly number[],
+  body: (j: number, w0: number) => string,
+): string {
+  let w0 = 0;
+  return counts.map((n, j) => {
+    const branch = `if (g < ${w0 + n}u) {\n${body(j, w0)}\n  }`;
+    w0 += n;
+    return branch;
+  }).join(" else ");
+}

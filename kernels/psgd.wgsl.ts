@@ -86,9 +86,9 @@ const triStep = (q: string, acc: string, upper: string) =>
 
 /**
  * WGSL summing split-K partials into `e` (of X1) and `t` (of X2) at `src` over `chunks` blocks of `outs`
- * values, in chunk order (the Gram finish and the fused small update share it, and so their bits).
+ * values, in chunk order (the Gram finish and the fused small update share it, and so their bits). `chunks` is
+ * a WGSL u32 expression.
  */
-/** Σ over the split-K partials of X1 and X2 at `src`; `chunks` is a WGSL u32 expression (baked or uniform). */
 const partialSums = (chunks: string, outs: number) =>
   `var e = 0.0;
   var t = 0.0;

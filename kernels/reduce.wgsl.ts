@@ -15,7 +15,7 @@
  * the branch is uniform) into one partial, and `sumSqrtKernel` folds the partials. A per-tensor square, sum and
  * add cost three dispatches a parameter (~175 for the `default` solver) where these cost one per group of 31.
  */
-import { cachedKernel, f32, type Kernel, MAIN_BUILTINS } from "./common.ts";
+import { cachedKernel, f32, type Kernel, MAIN_BUILTINS, workgroupBranches } from "./common.ts";
 
 export type ReduceOp = "sum" | "max";
 
@@ -82,7 +82,6 @@ function rowForm(c: ReduceConfig, chunks: number, v: boolean): string {
   const lanes = v
     ? (op === "sum" ? "dot(acc, vec4<f32>(1.0))" : "max(max(acc.x, acc.y), max(acc.z, acc.w))")
     : "acc";
-  const fold = Array.from({ length: ROW_WG - 1 }, (_, i) => `p = ${combine(op, "p", `buf[${i + 1}u]`)};`);
   // Only a 2-D grid (more than 65535 workgroups) overshoots; the check is otherwise left out because after it
   // lavapipe treats the rest as control flow and loses the uniform loads of the fold.
   const groups = c.outer * chunks;
@@ -101,7 +100,7 @@ fn main(${MAIN_BUILTINS}, @builtin(local_invocation_index) lid: u32, @builtin(wo
   buf[lid] = ${lanes};
   workgroupBarrier();
   var p = buf[0];
-  ${fold.join(" ")}
+  ${laneFold(op)}
   if (lid == 0u) { out[row * ${chunks}u + c] = p; }
 }`;
 }
@@ -129,14 +128,17 @@ fn main(${MAIN_BUILTINS}) {
 /** Elements of one tensor per workgroup of `sumSquaresKernel` (a multiple of 4). */
 export const SUMSQ_CHUNK = 4096;
 
+/** Workgroups (partials) `sumSquaresKernel` gives a tensor of `n` floats: one per chunk. */
+const sumSquaresChunks = (n: number) => Math.ceil(n / SUMSQ_CHUNK);
+
 /** Partials (workgroups) `sumSquaresKernel` writes for tensors of these sizes. */
 export function sumSquaresPartials(sizes: readonly number[]): number {
-  return sizes.reduce((a, n) => a + Math.ceil(n / SUMSQ_CHUNK), 0);
+  return sizes.reduce((a, n) => a + sumSquaresChunks(n), 0);
 }
 
-/** The partials buffer's binding and the fold of the workgroup's lanes into `p`, shared by the two kernels. */
-function laneFold(): string {
-  return Array.from({ length: ROW_WG - 1 }, (_, i) => `p = p + buf[${i + 1}u];`).join(" ");
+/** WGSL folding the workgroup's ROW_WG lane values `buf[1…]` into `p` (which starts at buf[0]). */
+function laneFold(op: ReduceOp): string {
+  return Array.from({ length: ROW_WG - 1 }, (_, i) => `p = ${combine(op, "p", `buf[${i + 1}u]`)};`).join(" ");
 }
 
 /**
@@ -144,20 +146,18 @@ function laneFold(): string {
  * binding k): tensor j's chunks are workgroups [W_j, W_j+1). vec4 loads where a size is a multiple of 4.
  */
 function buildSumSquaresKernel(c: { sizes: readonly number[]; base: number }): Kernel {
-  const k = c.sizes.length;
-  const decls: string[] = [], branches: string[] = [];
-  let w0 = 0;
-  c.sizes.forEach((n, j) => {
-    const v = n % 4 === 0, q = v ? 4 : 1, w1 = w0 + Math.ceil(n / SUMSQ_CHUNK);
-    decls.push(`@group(0) @binding(${j}) var<storage, read> x${j}: array<${v ? "vec4<f32>" : "f32"}>;`);
-    const acc = v ? "acc = fma(e, e, acc);" : "acc.x = fma(e, e, acc.x);";
-    branches.push(`if (g < ${w1}u) {
-    let c = g - ${w0}u;
+  const k = c.sizes.length, total = sumSquaresPartials(c.sizes);
+  const vec = (j: number) => c.sizes[j] % 4 === 0;
+  const decls = c.sizes.map((_, j) =>
+    `@group(0) @binding(${j}) var<storage, read> x${j}: array<${vec(j) ? "vec4<f32>" : "f32"}>;`
+  );
+  const branches = workgroupBranches(c.sizes.map(sumSquaresChunks), (j, w0) => {
+    const q = vec(j) ? 4 : 1;
+    const acc = vec(j) ? "acc = fma(e, e, acc);" : "acc.x = fma(e, e, acc.x);";
+    return `    let c = g - ${w0}u;
     let start = c * ${SUMSQ_CHUNK / q}u;
-    let n = min(${SUMSQ_CHUNK}u, ${n}u - c * ${SUMSQ_CHUNK}u) / ${q}u;
-    for (var i = lid; i < n; i += ${ROW_WG}u) { let e = x${j}[start + i]; ${acc} }
-  }`);
-    w0 = w1;
+    let n = min(${SUMSQ_CHUNK}u, ${c.sizes[j]}u - c * ${SUMSQ_CHUNK}u) / ${q}u;
+    for (var i = lid; i < n; i += ${ROW_WG}u) { let e = x${j}[start + i]; ${acc} }`;
   });
   const code = `${decls.join("\n")}
 @group(0) @binding(${k}) var<storage, read_write> out: array<f32>;
@@ -166,14 +166,14 @@ var<workgroup> buf: array<f32, ${ROW_WG}>;
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let g = wid.x + wid.y * nwg.x;
   var acc = vec4<f32>(0.0);
-  ${branches.join(" else ")}
+  ${branches}
   buf[lid] = dot(acc, vec4<f32>(1.0));
   workgroupBarrier();
   var p = buf[0];
-  ${laneFold()}
-  if (lid == 0u && g < ${w0}u) { out[${c.base}u + g] = p; }
+  ${laneFold("sum")}
+  if (lid == 0u && g < ${total}u) { out[${c.base}u + g] = p; }
 }`;
-  return { name: `sum_squares_${k}x${w0}`, code };
+  return { name: `sum_squares_${k}x${total}`, code };
 }
 
 /** out[0] = √(Σ partials[0…count)) in one workgroup: the last pass of the gradient norm. */
@@ -190,7 +190,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   buf[lid] = acc;
   workgroupBarrier();
   var p = buf[0];
-  ${laneFold()}
+  ${laneFold("sum")}
   if (lid == 0u) { out[0] = sqrt(p); }
 }`,
   };

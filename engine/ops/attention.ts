@@ -156,7 +156,7 @@ export function attention(qkv: Tensor, theta: Tensor, coords: Tensor, opts: Atte
   let out: Tensor;
   let saved: Tensor | null = null; // the dense path's P, kept for the backward where it is small
   if (vt) {
-    const { out: o, p } = denseForward(qt, kt, vt, lse, true);
+    const { out: o, p } = denseForward(qt, kt, vt, lse);
     saved = p;
     out = mergeHeads(o, g);
     o.dispose();
@@ -179,8 +179,8 @@ export function attention(qkv: Tensor, theta: Tensor, coords: Tensor, opts: Atte
     const grads = attentionBackward(qkv, coords, theta, out, lse, gOut, g, opts.tiles?.bwd, pre, saved);
     return [needsGrad(qkv) ? grads.dqkv : (grads.dqkv.dispose(), null), grads.dtheta];
   });
-  if (!out.node) { for (const t of [qt, kt, pre.rs, vt, saved]) t?.dispose(); // no tape: nothing reads them
-   }
+  // No tape: nothing will read them.
+  if (!out.node) { for (const t of [qt, kt, pre.rs, vt, saved]) t?.dispose(); }
   return out;
 }
 

@@ -114,19 +114,18 @@ export function setDenseSaveBudget(bytes: number | null): void {
 }
 
 /**
- * O (B·H, N, d) and LSE (written into `lse`, (B·H, N)) from Q̃, K̂, V (B·H, N, d); with `keep`, also P
- * (B·H, N, N) when it fits DENSE_SAVE_BUDGET in one chunk (else null): the caller owns it.
+ * O (B·H, N, d) and LSE (written into `lse`, (B·H, N)) from Q̃, K̂, V (B·H, N, d), and P (B·H, N, N) when it
+ * fits DENSE_SAVE_BUDGET in one chunk (else null): the caller owns it.
  */
 export function denseForward(
   qt: Tensor,
   kt: Tensor,
   v: Tensor,
   lse: Tensor,
-  keep = false,
 ): { out: Tensor; p: Tensor | null } {
   const [slices, n, d] = qt.shape;
   const chunk = denseChunk(slices, n);
-  const save = keep && chunk === slices && slices * n * n * 4 <= saveBudget;
+  const save = chunk === slices && slices * n * n * 4 <= saveBudget;
   const out = new Gathered([slices, n, d], chunk === slices);
   let p: Tensor | null = null;
   for (let g0 = 0; g0 < slices; g0 += chunk) {

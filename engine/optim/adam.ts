@@ -69,11 +69,10 @@ export class Adam implements Optimizer {
     dispatch(adamAdvanceKernel(), [this.counters.buffer, gn.buffer], [1]);
     // Several tensors a dispatch (4 storage bindings each beside the counters and the norm).
     const live = this.params.flatMap((p, i) => (p.grad ? [i] : []));
-    const state = (
-      i: number,
-    ) => [this.params[i].buffer, this.params[i].grad!.buffer, this.m[i].buffer, this.v[i].buffer];
+    const { params, m, v } = this;
+    const state = (i: number) => [params[i].buffer, params[i].grad!.buffer, m[i].buffer, v[i].buffer];
     for (const group of bindingGroups(live, 4, 2)) {
-      const sizes = group.map((i) => this.params[i].size);
+      const sizes = group.map((i) => params[i].size);
       const bindings = [this.counters.buffer, gn.buffer, hyper, ...group.flatMap(state)];
       dispatch(adamUpdateKernel(sizes), bindings, grid1d(adamUpdateWorkgroups(sizes), 1));
     }
